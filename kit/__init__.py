@@ -1,0 +1,1 @@
+"""Shared plumbing: errors, the run pipeline, bundles and verdicts."""
