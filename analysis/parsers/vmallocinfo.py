@@ -1,0 +1,145 @@
+"""/proc/vmallocinfo.
+
+Line format (mm/vmalloc.c ``s_show`` 2.6.28..6.11, ``vmalloc_info_show`` 6.12; see
+kernel-model.md §2.5)::
+
+    0x%pK-0x%pK %7ld[ caller[ [module]]][ pages=N][ phys=%pa][ ioremap][ sparse][ vmalloc][ vmap]
+        [ user][ dma-coherent][ vpages][ N<node>=<pages>...]
+    0x%pK-0x%pK %7ld vm_map_ram            (a vmap_area without vm_struct; 5.10+)
+    0x%pK-0x%pK %7ld unpurged vm_area      (show_purge_info, lazily freed; 5.10+)
+
+Era differences the parser accepts: ``phys=e0300000`` without ``0x`` (``%llx``, before 4.x),
+16-digit ``phys=`` on LPAE (``%pa`` of a 64-bit phys_addr_t), ``sparse`` (6.12 only), NUMA
+counts, ``[module buildid]`` callers (CONFIG_STACKTRACE_BUILD_ID), zeroed (kptr_restrict=2 or
+an unprivileged reader) and hashed (kptr_restrict=0) addresses.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+from analysis.parsers._lines import numbered_lines
+from kit.errors import ParseError
+
+EntryKind = Literal["area", "vm_map_ram", "unpurged"]
+AddressState = Literal["real", "zeroed", "hashed", "empty"]
+
+# Flag words in the order s_show prints them (mm/vmalloc.c, 6.1 s_show / 6.12 vmalloc_info_show).
+KNOWN_FLAGS: tuple[str, ...] = ("ioremap", "sparse", "vmalloc", "vmap", "user", "dma-coherent", "vpages")
+
+_FLAG_WORDS = "|".join(re.escape(flag) for flag in KNOWN_FLAGS)
+
+# One precompiled expression for the whole line: the fast path of the offline checker.
+_LINE = re.compile(
+    r"0x(?P<start>[0-9a-fA-F]+)-0x(?P<end>[0-9a-fA-F]+)\s+(?P<size>\d+)"
+    r"(?:"
+    r"\s+(?P<special>vm_map_ram|unpurged vm_area)"
+    r"|"
+    r"(?:\s+(?!(?:pages|phys)=|N\d+=|(?:" + _FLAG_WORDS + r")(?:\s|$))"
+    r"(?P<caller>\S+)(?:\s+\[(?P<module>[^\]\s]+)(?:\s+[0-9a-fA-F]+)?\])?)?"
+    r"(?:\s+pages=(?P<pages>\d+))?"
+    r"(?:\s+phys=(?:0x)?(?P<phys>[0-9a-fA-F]+))?"
+    r"(?P<flags>(?:\s+(?:" + _FLAG_WORDS + r"))*)"
+    r"(?P<numa>(?:\s+N\d+=\d+)*)"
+    r")\s*"
+)
+_NUMA = re.compile(r"N(\d+)=(\d+)")
+
+_EMPTY_FLAGS: frozenset[str] = frozenset()
+_flag_sets: dict[str, frozenset[str]] = {"": _EMPTY_FLAGS}
+
+
+@dataclass(frozen=True, slots=True)
+class VmallocEntry:
+    """One line of /proc/vmallocinfo. ``size`` is the printed size (guard page included)."""
+
+    start: int
+    end: int
+    size: int
+    caller: str | None
+    caller_module: str | None
+    pages: int | None
+    phys: int | None
+    flags: frozenset[str]
+    kind: EntryKind
+    numa: dict[int, int]
+    line: int
+
+    @property
+    def guarded_pages(self) -> int:
+        """Pages of VA the entry spans (``size // 4096`` on 4 KiB-page kernels)."""
+        return self.size // 4096
+
+
+def parse_vmallocinfo(text: str, path: str = "vmallocinfo") -> list[VmallocEntry]:
+    """Parse the whole file. Blank lines and ``#`` provenance lines are skipped."""
+    entries: list[VmallocEntry] = []
+    append = entries.append
+    fullmatch = _LINE.fullmatch
+    for number, raw in numbered_lines(text):
+        match = fullmatch(raw)
+        if match is None:
+            stripped = raw.strip()
+            if not stripped or stripped[0] == "#":
+                continue
+            match = fullmatch(stripped)
+            if match is None:
+                raise ParseError(path, number, f"not a vmallocinfo line: {_shorten(stripped)!r}")
+        append(_entry_from_match(match, number))
+    return entries
+
+
+def _entry_from_match(match: re.Match[str], number: int) -> VmallocEntry:
+    start, end, size, special, caller, module, pages, phys, flags, numa = match.groups()
+    if special is not None:
+        kind: EntryKind = "vm_map_ram" if special == "vm_map_ram" else "unpurged"
+        return VmallocEntry(
+            int(start, 16), int(end, 16), int(size), None, None, None, None, _EMPTY_FLAGS, kind, {}, number
+        )
+    return VmallocEntry(
+        int(start, 16),
+        int(end, 16),
+        int(size),
+        caller,
+        module,
+        int(pages) if pages is not None else None,
+        int(phys, 16) if phys is not None else None,
+        _flag_set(flags),
+        "area",
+        _numa_counts(numa) if numa else {},
+        number,
+    )
+
+
+def _flag_set(words: str) -> frozenset[str]:
+    """The flag words as a frozenset, shared between lines with the same words."""
+    found = _flag_sets.get(words)
+    if found is None:
+        found = frozenset(words.split())
+        _flag_sets[words] = found
+    return found
+
+
+def _numa_counts(numa: str) -> dict[int, int]:
+    return {int(node): int(count) for node, count in _NUMA.findall(numa)}
+
+
+def _shorten(line: str, limit: int = 80) -> str:
+    return line if len(line) <= limit else line[:limit] + "..."
+
+
+def address_state(entries: list[VmallocEntry]) -> AddressState:
+    """Whether the addresses in a snapshot can be compared (kernel-model.md §2.6).
+
+    ``zeroed``: every start and end is 0 (kptr_restrict=2, or not root). ``hashed``: %pK hashed each
+    pointer on its own, so ``end - start`` disagrees with the printed size. ``real`` otherwise.
+    """
+    if not entries:
+        return "empty"
+    if all(entry.start == 0 and entry.end == 0 for entry in entries):
+        return "zeroed"
+    if any(entry.end - entry.start != entry.size for entry in entries):
+        return "hashed"
+    return "real"
