@@ -1,0 +1,72 @@
+"""The cross toolchain of a target, and how host tools are run (every command echoed, copy-pasteable).
+
+Debian's headers hard-wire ``CC=$(CROSS_COMPILE)gcc-<N>`` in ``.kernelvariables`` (gcc-10 for 5.10,
+absent on bookworm), so the build always passes ``CC=<target cc>``: gcc-12 builds modules for 5.10,
+6.1 and 6.12 that load and run.
+"""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import subprocess
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from kbuild.targets import Target
+from kit.errors import InfraError, UserError
+
+Log = Callable[[str], None]
+
+
+def no_log(_line: str) -> None:
+    """The default ``log``: say nothing."""
+
+
+def shell_line(cmd: Sequence[str], cwd: Path | None = None) -> str:
+    """``cmd`` as one copy-pasteable shell line (``cd DIR && ...`` when it runs elsewhere)."""
+    line = shlex.join(cmd)
+    return f"cd {shlex.quote(str(cwd))} && {line}" if cwd is not None else line
+
+
+def run(
+    cmd: Sequence[str], log: Log = no_log, cwd: Path | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """Run a host tool, echoed through ``log``. A missing tool, or a failure with ``check``: InfraError."""
+    log(shell_line(cmd, cwd))
+    try:
+        result = subprocess.run(list(cmd), cwd=cwd, capture_output=True, text=True, check=False)
+    except FileNotFoundError as e:
+        raise InfraError(f"{cmd[0]} is not installed: run `invoke setup`") from e
+    if check and result.returncode != 0:
+        last = (result.stderr.strip() or result.stdout.strip() or "no output").splitlines()[-1]
+        raise InfraError(f"`{shell_line(cmd, cwd)}` failed with status {result.returncode}: {last}")
+    return result
+
+
+@dataclass(frozen=True)
+class Toolchain:
+    """What `make` needs to cross-build modules: ``ARCH``, ``CROSS_COMPILE`` and ``CC``."""
+
+    arch: str
+    cross_compile: str
+    cc: str  # a command name on PATH, e.g. arm-linux-gnueabihf-gcc-12
+
+    def make_variables(self) -> list[str]:
+        return [f"ARCH={self.arch}", f"CROSS_COMPILE={self.cross_compile}", f"CC={self.cc}"]
+
+
+def find_toolchain(target: Target, which: Callable[[str], str | None] = shutil.which) -> Toolchain:
+    """The target's cross compiler and binutils, or a UserError naming the apt packages to install."""
+    spec = target.toolchain
+    packages = " ".join(spec.apt_packages)
+    missing = [tool for tool in (spec.cc, f"{spec.cross_compile}ld") if which(tool) is None]
+    if missing:
+        raise UserError(
+            f"{' and '.join(missing)} not found: install {packages} "
+            f"(`invoke setup`, or `apt-get install {packages}`)"
+        )
+    if which("make") is None:
+        raise UserError("make not found: install make (`invoke setup`)")
+    return Toolchain(arch=target.arch, cross_compile=spec.cross_compile, cc=spec.cc)
