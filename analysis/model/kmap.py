@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable
 
-from analysis.model.layout_arm import LAST_PKMAP, PAGE_SIZE, ArmLayout
+from analysis.model.layout_arm import LAST_PKMAP, PAGE_SIZE, ArmLayout, effective_version
 from analysis.model.units import Version, format_version
 from analysis.model.versions import ARM_FIXMAP, ARM_KMAP_SLOTS
 from kit.errors import UserError
@@ -103,6 +103,7 @@ def fixmap_slot_index(version: Version, cpu: int, depth: int, *, debug_kmap_loca
     5.11+ (per-task stack, KM_INCR 2 with DEBUG_KMAP_LOCAL): `FIX_KMAP_BEGIN + (depth+1)*KM_INCR - 1
     + KM_MAX_IDX * cpu`, BUG_ON(idx >= KM_MAX_IDX) after the push.
     """
+    version = effective_version(version)[0]
     slots = ARM_KMAP_SLOTS.value(version)
     begin = ARM_FIXMAP.value(version).kmap_begin if fix_kmap_begin is None else fix_kmap_begin
     if cpu < 0 or depth < 0:
@@ -122,7 +123,7 @@ def fixmap_slot_index(version: Version, cpu: int, depth: int, *, debug_kmap_loca
 def kmap_local_address(version: Version, cpu: int, depth: int = 0, *, debug_kmap_local: bool = False) -> int:
     """Virtual address of a kmap_local_page() of a highmem page with no pkmap mapping (6.1+), or of
     kmap_atomic() (any version): __fix_to_virt(idx) = FIXADDR_TOP - idx * PAGE_SIZE."""
-    fixmap = ARM_FIXMAP.value(version)
+    fixmap = ARM_FIXMAP.value(effective_version(version)[0])
     index = fixmap_slot_index(version, cpu, depth, debug_kmap_local=debug_kmap_local)
     return fixmap.end - PAGE_SIZE - index * PAGE_SIZE
 

@@ -287,19 +287,26 @@ def _split_bytes(ranges: Sequence[tuple[int, int]], limit: int) -> tuple[int, in
     return low, high
 
 
-def _notes(inp: ArmLayoutInput) -> list[str]:
-    notes = [note for table in ARM_LAYOUT_TABLES if (note := table.uncertainty(inp.version))]
-    if ARM_FIXMAP.patch_level_matters(inp.version):
-        notes.append(f"kernel {format_version(inp.version)} has no stable patch level: the fixmap moved "
-                     "in 5.10.38 (commit 7a1be318f579); give the full version for FIXADDR_START")
-    return notes
+def effective_version(version: Version) -> tuple[Version, list[str]]:
+    """A version without a stable patch level (X.Y.0, e.g. Debian's 5.10.0-32-armmp, really 5.10.223)
+    is taken as the newest stable release a table distinguishes in that series, with a note."""
+    notes = []
+    for table in ARM_LAYOUT_TABLES:
+        backport = table.stable_backport_start(version)
+        if backport is not None and backport > version:
+            notes.append(f"kernel {format_version(version)} has no stable patch level; assumed >= "
+                         f"{format_version(backport)} for {table.name} ({table.row(backport).source})")
+            version = backport
+    notes += [note for table in ARM_LAYOUT_TABLES if (note := table.uncertainty(version))]
+    return version, notes
 
 
 def arm_layout(inp: ArmLayoutInput) -> ArmLayout:
     """The whole ARM layout for one kernel version, RAM description, command line and config."""
     if not inp.banks:
         raise UserError("no RAM banks given: give at least one (base, size)")
-    vmalloc_end = ARM_VMALLOC_END.value(inp.version)
+    version, notes = effective_version(inp.version)
+    vmalloc_end = ARM_VMALLOC_END.value(version)
     if vmalloc_end is None:
         raise UserError(f"not modelled: ARM kernel {format_version(inp.version)} takes VMALLOC_END "
                         "from per-machine headers; use 3.4 or newer")
@@ -312,8 +319,8 @@ def arm_layout(inp: ArmLayoutInput) -> ArmLayout:
     vmalloc_args = early_params(inp.cmdline, "vmalloc")
     size = None
     if vmalloc_args:
-        size = early_vmalloc(vmalloc_args[-1], inp.version, cfg.page_offset, vmalloc_end)
-    style = ARM_EARLY_VMALLOC.value(inp.version)
+        size = early_vmalloc(vmalloc_args[-1], version, cfg.page_offset, vmalloc_end)
+    style = ARM_EARLY_VMALLOC.value(version)
     limit = vmalloc_limit(style, size, vmalloc_end, cfg.page_offset, phys_offset)
     bounds = adjust_lowmem_bounds(banks, limit)
     if not cfg.highmem or cfg.vipt_aliasing:
@@ -321,7 +328,7 @@ def arm_layout(inp: ArmLayoutInput) -> ArmLayout:
         bounds = adjust_lowmem_bounds(banks, limit)
     high_memory = bounds.arm_lowmem_limit - phys_offset + cfg.page_offset
     start = vmalloc_start(high_memory)
-    fixmap = ARM_FIXMAP.value(inp.version)
+    fixmap = ARM_FIXMAP.value(version)
     modules_vaddr, modules_end = modules_range(cfg)
     lowmem_bytes, highmem_bytes = _split_bytes(usable_ranges(banks, bounds.nomap), bounds.arm_lowmem_limit)
     return ArmLayout(
@@ -334,5 +341,5 @@ def arm_layout(inp: ArmLayoutInput) -> ArmLayout:
         arm_lowmem_limit=bounds.arm_lowmem_limit, memblock_limit=bounds.memblock_limit,
         vmalloc_size_requested=VMALLOC_DEFAULT_SIZE if size is None else size,
         lowmem_bytes=lowmem_bytes, highmem_bytes=highmem_bytes if cfg.highmem else 0,
-        banks=tuple(banks), nomap=bounds.nomap, config=cfg, notes=tuple(_notes(inp)),
+        banks=tuple(banks), nomap=bounds.nomap, config=cfg, notes=tuple(notes),
     )

@@ -50,16 +50,18 @@ class VersionTable(Generic[T]):
             older, newer = row.bracket
             if older < version < newer:
                 chosen = self.row(version)
+                shown = f"0x{chosen.value:08x}" if isinstance(chosen.value, int) else repr(chosen.value)
                 return (f"{self.name}: kernel {format_version(version)} lies between "
                         f"{format_version(older)} and {format_version(newer)}, where the change "
-                        f"happened at an unverified release; assumed {chosen.value!r} ({chosen.source})")
+                        f"happened at an unverified release; assumed {shown} ({chosen.source})")
         return None
 
-    def patch_level_matters(self, version: Version) -> bool:
-        """True when a row starts inside this version's stable series (e.g. a 5.10.38 backport) and
-        the version carries no patch level (patch 0, as in Debian ABI names like 5.10.0-32-armmp)."""
-        return version[2] == 0 and any(
-            row.since[:2] == version[:2] and row.since[2] > 0 for row in self.rows)
+    def stable_backport_start(self, version: Version) -> Version | None:
+        """The start of a row inside this version's stable series (e.g. the 5.10.38 backport) when the
+        version carries no patch level (patch 0, as in Debian ABI names like 5.10.0-32-armmp)."""
+        starts = [row.since for row in self.rows
+                  if version[2] == 0 and row.since[:2] == version[:2] and row.since[2] > 0]
+        return max(starts) if starts else None
 
 
 # --- ARM VMALLOC_END ------------------------------------------------------------------------------
