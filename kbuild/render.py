@@ -11,10 +11,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 import jinja2
 
 from kit.errors import InfraError, UserError
+
+if TYPE_CHECKING:
+    from kbuild.kernels import KernelTree
+    from kbuild.targets import Target
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 
@@ -125,7 +130,8 @@ def validate_params(family: str, params: Mapping[str, object]) -> None:
     names = [p.name for p in schema]
     unknown = sorted(set(params) - set(names))
     if unknown:
-        raise UserError(f"{family}: unknown parameter(s) {', '.join(unknown)}; known: {', '.join(names) or 'none'}")
+        known = ", ".join(names) or "none"
+        raise UserError(f"{family}: unknown parameter(s) {', '.join(unknown)}; known: {known}")
     for param in schema:
         if param.name not in params:
             raise UserError(f"{family}.{param.name}: missing; use {param.allowed()}")
@@ -157,7 +163,7 @@ def make_spec(family: str, **overrides: int) -> ModuleSpec:
     return ModuleSpec(family=family, name=f"kit_{family}", params=params)
 
 
-def default_specs(target: object | None = None, tree: object | None = None) -> list[ModuleSpec]:
+def default_specs(target: Target | None = None, tree: KernelTree | None = None) -> list[ModuleSpec]:
     """The five kit modules with the contract's parameters, in load order.
 
     ``target`` and ``tree`` (contract signature) are accepted for future per-target parameters;
