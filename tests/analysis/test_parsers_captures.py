@@ -223,7 +223,9 @@ def test_fullhan_module_areas_lie_in_the_modules_region() -> None:
     sections = capture_sections(read_capture(FULLHAN))
     start, end = parse_boot_log(sections[1]).layout["modules"]
     assert start is not None and end is not None
-    loaded = [entry for entry in parse_vmallocinfo(sections[3]) if entry.caller and "load_module" in entry.caller]
+    loaded = [
+        entry for entry in parse_vmallocinfo(sections[3]) if entry.caller and "load_module" in entry.caller
+    ]
     assert len(loaded) == 8
     assert all(start <= entry.start < entry.end <= end for entry in loaded)
 
@@ -234,7 +236,12 @@ def test_granite2_proc_modules() -> None:
     assert len(modules) == 26
     galcore = modules[0]
     assert (galcore.name, galcore.size, galcore.refcount, galcore.users) == ("galcore", 161066, 0, ())
-    assert (galcore.state, galcore.address, galcore.taints, galcore.permanent) == ("Live", 0xBF27F000, "O", False)
+    assert (galcore.state, galcore.address, galcore.taints, galcore.permanent) == (
+        "Live",
+        0xBF27F000,
+        "O",
+        False,
+    )
     ipv6 = modules[1]
     assert (ipv6.refcount, ipv6.users, ipv6.permanent, ipv6.taints) == (20, (), True, "")
     regulator = next(module for module in modules if module.name == "pegmatite_regulator")
