@@ -1,0 +1,1 @@
+"""Module ELF analysis with pyelftools: what the kernel's module loader makes of a .ko file."""
