@@ -1,0 +1,1 @@
+"""Checks: every prediction of the reference model held against what the kernel did (pure, offline)."""
