@@ -187,13 +187,15 @@ class FreeMap:
     @classmethod
     def from_snapshot(cls, entries: Iterable[AreaLike], vstart: int, vend: int) -> FreeMap:
         """The complement of every listed range (busy areas, vm_map_ram blocks and unpurged areas)."""
-        busy = sorted((e.start, e.end) for e in entries if e.end > vstart and e.start < vend)
-        free: list[tuple[int, int]] = []
-        cursor = vstart
-        for start, end in busy:
+        listed = [(e.start, e.end) for e in entries]
+        for start, end in listed:
             if end <= start:
                 raise UserError(f"vmallocinfo range 0x{start:x}-0x{end:x} is empty or restricted; "
                                 "read /proc/vmallocinfo as root with kptr_restrict=1")
+        busy = sorted((s, e) for s, e in listed if e > vstart and s < vend)
+        free: list[tuple[int, int]] = []
+        cursor = vstart
+        for start, end in busy:
             if start > cursor:
                 free.append((cursor, start))
             cursor = max(cursor, end)
