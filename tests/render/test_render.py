@@ -117,9 +117,7 @@ def test_kbuild_names_the_object() -> None:
         ("ioremap", {"large_phys": 1 << 32}, "ioremap.large_phys"),
     ],
 )
-def test_out_of_range_parameter_names_it_and_the_range(
-    family: str, override: dict[str, int], needle: str
-) -> None:
+def test_bad_parameter_names_itself_and_range(family: str, override: dict[str, int], needle: str) -> None:
     with pytest.raises(UserError, match=re.escape(needle)) as err:
         make_spec(family, **override)
     name = next(iter(override))
