@@ -20,7 +20,7 @@ from analysis.parsers import KtapDocument, VmallocEntry
 from analysis.verify.bundle import ModuleRun
 from analysis.verify.check import Check, compare, skip
 from analysis.verify.context import Context
-from analysis.verify.replay import BUSY_KINDS, Step, replay_checks
+from analysis.verify.replay import BUSY_KINDS, Step, busy_while_held, replay_checks
 
 
 # ARM's IOREMAP_MAX_ORDER: 24 only on !SMP && !LPAE, else 7 + PAGE_SHIFT (asm/memory.h 5.10:78).
@@ -64,8 +64,7 @@ def vmalloc_checks(run: ModuleRun, doc: KtapDocument, ctx: Context, layout: ArmL
     steps = _vmalloc_steps(doc)
     if during is None:
         return [skip(f"{run.name}.replay", family, "no vmallocinfo snapshot while held")]
-    checks += replay_checks(family, run.name, steps, during, layout.VMALLOC_START, layout.VMALLOC_END,
-                            ctx.version)
+    checks += replay_checks(family, run.name, steps, run.vmallocinfo.get("before", []), during, layout, ctx.version)
     for step in steps:
         expected_pages = step.request.nr_pages
         checks.append(compare(f"{run.name}.{step.case}.nr_pages", family, expected_pages,
@@ -110,8 +109,7 @@ def ioremap_checks(run: ModuleRun, doc: KtapDocument, ctx: Context, layout: ArmL
                                   doc.diag_int(f"{case}.cell_id"), "PrimeCell CellID0-3"))
     if during is None:
         return [*checks, skip(f"{run.name}.replay", family, "no vmallocinfo snapshot while held")]
-    checks += replay_checks(family, run.name, steps, during, layout.VMALLOC_START, layout.VMALLOC_END,
-                            ctx.version)
+    checks += replay_checks(family, run.name, steps, run.vmallocinfo.get("before", []), during, layout, ctx.version)
     return checks
 
 
@@ -186,19 +184,18 @@ def alloc_checks(run: ModuleRun, doc: KtapDocument, ctx: Context, layout: ArmLay
         size = doc.diag_int("vmalloc_loop.size") or 0
         steps = [Step(f"vmalloc_loop.{i}", VmallocRequest(size), doc.diag_int(f"vmalloc_loop.{i}.addr"))
                  for i in range(count)]
-        checks += replay_checks(family, run.name, steps, during, layout.VMALLOC_START, layout.VMALLOC_END,
-                                ctx.version)
+        checks += replay_checks(family, run.name, steps, run.vmallocinfo.get("before", []), during, layout, ctx.version)
     if _ran(doc, "vmap_fill"):
-        checks += _fill_checks(run.name, doc, during, ctx, layout)
+        checks += _fill_checks(run.name, doc, run.vmallocinfo.get("before", []), during, ctx, layout)
     return checks
 
 
-def _fill_checks(name: str, doc: KtapDocument, during: list[VmallocEntry], ctx: Context,
+def _fill_checks(name: str, doc: KtapDocument, before: list[VmallocEntry], during: list[VmallocEntry], ctx: Context,
                  layout: ArmLayout) -> list[Check]:
     """The fill runs after the loop's areas are held, and is gone before the snapshot: its free map is
     the snapshot's busy lines (lazily freed lines are the fill's own, purged by vm_unmap_aliases)."""
     assert ctx.version is not None
-    busy = [e for e in during if e.kind in BUSY_KINDS]
+    busy = busy_while_held(before, during)
     free = FreeMap.from_snapshot(busy, layout.VMALLOC_START, layout.VMALLOC_END)
     big = doc.diag_int("vmap_fill.big_pages") or 256
     phases = capacity(free, [big, 1], rules_for(ctx.version))

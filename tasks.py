@@ -1,0 +1,240 @@
+"""invoke tasks: thin wrappers over plain functions. The only place that turns errors into exit codes.
+
+    invoke setup build deploy run [--target NAME] [--mem MiB] [--append "ARGS"] [--module X.ko ...]
+    invoke model --arch arm --kernel 6.1 --ram 1G [--cmdline "vmalloc=300M"] [--json]
+    invoke check --bundle results/latest [--json FILE]
+    invoke targets | invoke qa
+"""
+
+from __future__ import annotations
+
+import json as jsonlib
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import cache
+from pathlib import Path
+from typing import Any, TypeVar
+
+from invoke import task
+from invoke.exceptions import Exit
+
+from kit.errors import KitError
+
+REPO = Path(__file__).resolve().parent
+T = TypeVar("T")
+
+# `invoke build deploy run --target X`: invoke hands the flags to the last task only, so every task
+# reads the run flags given anywhere on the command line (one run, one target).
+RUN_FLAGS = ("--target", "--mem", "--append", "--module", "--kdir", "--image", "--dtb", "--timeout")
+
+
+def _argv_flags(argv: list[str]) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for index, word in enumerate(argv):
+        name, eq, value = word.partition("=")
+        if name in RUN_FLAGS:
+            if not eq:
+                value = argv[index + 1] if index + 1 < len(argv) else ""
+            found.setdefault(name, []).append(value)
+    return found
+
+
+def _flag(name: str, given: Any) -> Any:
+    if given not in (None, "", [], ()):
+        return given
+    values = _argv_flags(sys.argv).get(name)
+    if not values:
+        return given
+    return values if name == "--module" else values[-1]
+
+
+def _log(line: str) -> None:
+    print(line, flush=True)
+
+
+@contextmanager
+def _exit_codes() -> Iterator[None]:
+    """One clear line and a non-zero exit for every error the kit raises on purpose."""
+    try:
+        yield
+    except KitError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise Exit(code=err.exit_code) from None
+
+
+def _request(target: str | None, mem: int | None, append: str | None, module: list[str] | None,
+             kdir: str | None, image: str | None, dtb: str | None, timeout: float | None) -> Any:
+    from kbuild.targets import default_target_name, load_target
+    from kit.pipeline import RunRequest
+
+    target = _flag("--target", target) or default_target_name()
+    mem_value = _flag("--mem", mem)
+    timeout_value = _flag("--timeout", timeout)
+    modules = _flag("--module", module) or []
+    kdir, image, dtb = _flag("--kdir", kdir), _flag("--image", image), _flag("--dtb", dtb)
+    return RunRequest(
+        target=load_target(target),
+        mem_mib=int(mem_value) if mem_value else None,
+        append=_flag("--append", append) or "",
+        user_modules=tuple(Path(m).resolve() for m in modules),
+        kdir=Path(kdir) if kdir else None,
+        image=Path(image) if image else None,
+        dtb=Path(dtb) if dtb else None,
+        **({"boot_timeout_s": float(timeout_value)} if timeout_value else {}),
+    )
+
+
+@cache
+def _session(request: Any) -> Any:
+    from kit.pipeline import RunSession
+
+    return RunSession(request, _log)
+
+
+def _memo(request: Any, step: Callable[[Any], T]) -> T:
+    return step(_session(request))
+
+
+RUN_HELP = {
+    "target": "target name (invoke targets); default from kbuild/targets/DEFAULT.toml",
+    "mem": "guest RAM in MiB (overrides the target)",
+    "append": "extra kernel command line, e.g. vmalloc=300M",
+    "module": "a prebuilt .ko to load and check too (repeatable)",
+    "kdir": "a prepared kernel build tree instead of Debian's (needs --image)",
+    "image": "the kernel image (zImage) for --kdir",
+    "dtb": "a device tree blob for --kdir",
+    "timeout": "seconds before a boot is declared hung",
+}
+
+
+@task
+def targets(c: Any) -> None:
+    """List the targets."""
+    from kbuild.targets import default_target_name, load_target, target_names
+
+    with _exit_codes():
+        default = default_target_name()
+        for name in target_names():
+            mark = "*" if name == default else " "
+            print(f"{mark} {name:10} {load_target(name).description}")
+
+
+@task(help={"target": RUN_HELP["target"]})
+def setup(c: Any, target: str | None = None) -> None:
+    """Install the host packages (apt-get) and fetch the target's kernel. Idempotent."""
+    from kbuild.hostpkgs import host_packages, install_command
+    from kbuild.kernels import fetch_debian_kernel
+    from kbuild.targets import default_target_name, load_target
+
+    with _exit_codes():
+        chosen = load_target(_flag("--target", target) or default_target_name())
+        command = install_command(host_packages(chosen))
+        _log("$ " + " ".join(command))
+        if command[0] != "sudo" and os.geteuid() != 0:
+            raise Exit("not root and no sudo: run the command above as root", code=2)
+        subprocess.run(command, check=True, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+        tree = fetch_debian_kernel(chosen, log=_log)
+        _log(f"kernel {tree.release} ({tree.version}) ready in {tree.kdir}")
+
+
+@task(help=RUN_HELP, iterable=["module"])
+def build(c: Any, target: str | None = None, mem: int | None = None, append: str | None = None,
+          module: list[str] | None = None, kdir: str | None = None, image: str | None = None,
+          dtb: str | None = None, timeout: float | None = None) -> None:
+    """Fetch the kernel, render the test modules and build them with Kbuild (only what changed)."""
+    with _exit_codes():
+        request = _request(target, mem, append, module, kdir, image, dtb, timeout)
+        built = _memo(request, lambda s: s.build())
+        for item in built:
+            _log(f"  {item.ko.relative_to(REPO) if item.ko.is_relative_to(REPO) else item.ko}"
+                 f" ({'rebuilt' if item.rebuilt else 'up to date'})")
+
+
+@task(help=RUN_HELP, iterable=["module"])
+def deploy(c: Any, target: str | None = None, mem: int | None = None, append: str | None = None,
+           module: list[str] | None = None, kdir: str | None = None, image: str | None = None,
+           dtb: str | None = None, timeout: float | None = None) -> None:
+    """Push the modules and the guest runner to the target (QEMU: into the initramfs)."""
+    with _exit_codes():
+        request = _request(target, mem, append, module, kdir, image, dtb, timeout)
+        pushed = _memo(request, lambda s: s.deploy())
+        _log(f"deployed {len(pushed)} files")
+
+
+@task(help=RUN_HELP, iterable=["module"])
+def run(c: Any, target: str | None = None, mem: int | None = None, append: str | None = None,
+        module: list[str] | None = None, kdir: str | None = None, image: str | None = None,
+        dtb: str | None = None, timeout: float | None = None) -> None:
+    """Boot, run every test module, collect the bundle, verify it. Exit 0 only if every check passed."""
+    from analysis.verify.report import format_table, summary_line
+
+    with _exit_codes():
+        request = _request(target, mem, append, module, kdir, image, dtb, timeout)
+        outcome = _memo(request, lambda s: s.run())
+        verdict = outcome.verdict
+        print(format_table(verdict.checks))
+        print(summary_line(verdict.checks))
+        if verdict.run_error:
+            print(f"run error: {verdict.run_error}", file=sys.stderr)
+            if verdict.log_excerpt:
+                print(verdict.log_excerpt, file=sys.stderr)
+        print(f"bundle: {outcome.bundle_dir}  status: {verdict.status}")
+        if verdict.status != "pass":
+            raise Exit(code=1 if verdict.status == "fail" else 3)
+
+
+@task(help={
+    "arch": "arm (full model); others are not modelled",
+    "kernel": "kernel version as people type it: 3.18, 6.1, 6.1.0-50-armmp",
+    "ram": "RAM size: 1G, 1024M, 0x40000000",
+    "ram_base": "physical base of RAM (default 0x40000000, QEMU virt)",
+    "cmdline": "kernel command line (vmalloc=, mem=)",
+    "page_offset": "PAGE_OFFSET (VMSPLIT), e.g. 0x80000000",
+    "config": "CONFIG_X=y (repeatable)",
+    "json": "print a JSON object instead of the kernel's layout banner",
+}, iterable=["config"])
+def model(c: Any, kernel: str, ram: str, arch: str = "arm", ram_base: str | None = None, cmdline: str = "",
+          page_offset: str | None = None, config: list[str] | None = None, json: bool = False) -> None:
+    """Print the predicted virtual memory layout."""
+    from analysis.model.banner import format_layout_banner, layout_json, model_layout
+
+    with _exit_codes():
+        layout = model_layout(arch, kernel, ram, ram_base, cmdline, page_offset, config or [])
+        print(jsonlib.dumps(layout_json(layout), indent=2) if json else format_layout_banner(layout))
+
+
+@task(help={"bundle": "bundle directory (a run's results/<target>/<id>, or files copied off a board)",
+            "json": "write the verdict JSON here"})
+def check(c: Any, bundle: str, json: str | None = None) -> None:
+    """Check a bundle offline. Exit 0 when consistent, 1 when a check fails, 2 when the input is unusable."""
+    from analysis.verify.report import format_table, summary_line
+    from analysis.verify.verify import verify_bundle
+    from kit.verdict import Verdict, write_verdict_json
+
+    with _exit_codes():
+        result = verify_bundle(Path(bundle))
+        ctx = result.context
+        verdict = Verdict(
+            target=str(result.bundle.facts.get("name", Path(bundle).name)),
+            arch=ctx.arch or "unknown",
+            release=ctx.release,
+            version=".".join(map(str, ctx.version)) if ctx.version else None,
+            checks=result.checks,
+        )
+        print(format_table(result.checks))
+        print(summary_line(result.checks))
+        if json:
+            write_verdict_json(verdict, Path(json))
+        if verdict.summary["fail"] or verdict.summary["error"]:
+            raise Exit(code=1)
+
+
+@task
+def qa(c: Any) -> None:
+    """The gate: ruff, mypy --strict, and the tests."""
+    c.run("ruff check .", pty=False)
+    c.run("mypy", pty=False)
+    c.run(f"{sys.executable} -m pytest -q", pty=False)
