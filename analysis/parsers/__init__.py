@@ -10,11 +10,13 @@ from analysis.parsers.ktap import KtapDocument, KtapResult, extract_module_ktap,
 from analysis.parsers.meminfo import MeminfoSummary, meminfo_summary, parse_meminfo
 from analysis.parsers.modules import ProcModule, parse_proc_modules
 from analysis.parsers.sections import parse_sections
+from analysis.parsers.vmallocinfo import KNOWN_FLAGS as KNOWN_VMALLOC_FLAGS
 from analysis.parsers.vmallocinfo import VmallocEntry, address_state, parse_vmallocinfo
 
 parse_modules = parse_proc_modules  # the name used in docs/contracts.md §4
 
 __all__ = [
+    "KNOWN_VMALLOC_FLAGS",
     "BootLog",
     "KtapDocument",
     "KtapResult",

@@ -87,9 +87,9 @@ def test_vmallocinfo_holds_the_modules_allocations(version: str) -> None:
     assert subpage_address is not None and big_address is not None
     subpage, big = entries[subpage_address], entries[big_address]
     # vmalloc(100): one page plus the guard page (mm/vmalloc.c __get_vm_area_node).
-    assert (subpage.size, subpage.pages, subpage.flags) == (2 * PAGE, 1, {"vmalloc"})
+    assert (subpage.size, subpage.pages, subpage.flags) == (2 * PAGE, 1, frozenset({"vmalloc"}))
     # 1025 pages: the page array (4100 bytes > PAGE_SIZE) is itself vmalloc'ed -> " vpages".
-    assert (big.size, big.pages, big.flags) == (1026 * PAGE, 1025, {"vmalloc", "vpages"})
+    assert (big.size, big.pages, big.flags) == (1026 * PAGE, 1025, frozenset({"vmalloc", "vpages"}))
     assert subpage_address not in {
         e.start for e in parse_vmallocinfo(qemu_file(version, "vmallocinfo.after.txt"))
     }
