@@ -66,11 +66,6 @@ class VmallocEntry:
     numa: dict[int, int]
     line: int
 
-    @property
-    def guarded_pages(self) -> int:
-        """Pages of VA the entry spans (``size // 4096`` on 4 KiB-page kernels)."""
-        return self.size // 4096
-
 
 def parse_vmallocinfo(text: str, path: str = "vmallocinfo") -> list[VmallocEntry]:
     """Parse the whole file. Blank lines and ``#`` provenance lines are skipped."""

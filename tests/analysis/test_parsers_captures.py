@@ -223,9 +223,7 @@ def test_fullhan_module_areas_lie_in_the_modules_region() -> None:
     sections = capture_sections(read_capture(FULLHAN))
     start, end = parse_boot_log(sections[1]).layout["modules"]
     assert start is not None and end is not None
-    loaded = [
-        entry for entry in parse_vmallocinfo(sections[3]) if entry.caller and "load_module" in entry.caller
-    ]
+    loaded = [entry for entry in parse_vmallocinfo(sections[3]) if entry.caller and "load_module" in entry.caller]
     assert len(loaded) == 8
     assert all(start <= entry.start < entry.end <= end for entry in loaded)
 

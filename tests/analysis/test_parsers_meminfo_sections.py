@@ -39,9 +39,7 @@ def test_meminfo_errors() -> None:
 
 def test_sections_both_spellings() -> None:
     plain = parse_sections(".text 0xbf000000\n.bss 0xbf002280\n__mcount_loc 0xbf001280\n")
-    grep = parse_sections(
-        "/sys/module/kit/sections/.text:0xbf000000\n/sys/module/kit/sections/.bss:0xbf002280\n"
-    )
+    grep = parse_sections("/sys/module/kit/sections/.text:0xbf000000\n/sys/module/kit/sections/.bss:0xbf002280\n")
     assert plain == {".text": 0xBF000000, ".bss": 0xBF002280, "__mcount_loc": 0xBF001280}
     assert grep == {".text": 0xBF000000, ".bss": 0xBF002280}
 

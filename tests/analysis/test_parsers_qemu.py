@@ -32,9 +32,7 @@ MODULE_TAINTS = {"5.10": "O", "6.1": "OE", "6.12": "OE"}  # 5.10 armmp has no mo
 
 
 def _ktap(version: str) -> str:
-    return extract_module_ktap(
-        qemu_file(version, "dmesg.txt"), "kit_h3demo", f"qemu-virt-{version}/dmesg.txt"
-    )
+    return extract_module_ktap(qemu_file(version, "dmesg.txt"), "kit_h3demo", f"qemu-virt-{version}/dmesg.txt")
 
 
 @pytest.mark.parametrize("version", QEMU_VERSIONS)
@@ -80,9 +78,7 @@ def test_ktap_extraction_of_a_module_never_loaded() -> None:
 @pytest.mark.parametrize("version", QEMU_VERSIONS)
 def test_vmallocinfo_holds_the_modules_allocations(version: str) -> None:
     document = parse_ktap(_ktap(version))
-    entries = {
-        entry.start: entry for entry in parse_vmallocinfo(qemu_file(version, "vmallocinfo.during.txt"))
-    }
+    entries = {entry.start: entry for entry in parse_vmallocinfo(qemu_file(version, "vmallocinfo.during.txt"))}
     subpage_address, big_address = document.diag_int("subpage.addr"), document.diag_int("big.addr")
     assert subpage_address is not None and big_address is not None
     subpage, big = entries[subpage_address], entries[big_address]
@@ -90,9 +86,7 @@ def test_vmallocinfo_holds_the_modules_allocations(version: str) -> None:
     assert (subpage.size, subpage.pages, subpage.flags) == (2 * PAGE, 1, frozenset({"vmalloc"}))
     # 1025 pages: the page array (4100 bytes > PAGE_SIZE) is itself vmalloc'ed -> " vpages".
     assert (big.size, big.pages, big.flags) == (1026 * PAGE, 1025, frozenset({"vmalloc", "vpages"}))
-    assert subpage_address not in {
-        e.start for e in parse_vmallocinfo(qemu_file(version, "vmallocinfo.after.txt"))
-    }
+    assert subpage_address not in {e.start for e in parse_vmallocinfo(qemu_file(version, "vmallocinfo.after.txt"))}
 
 
 @pytest.mark.parametrize("version", QEMU_VERSIONS)
@@ -118,11 +112,7 @@ def test_vmallocinfo_unpurged_trailer(version: str) -> None:
 def test_vmallocinfo_real_lines_have_consistent_sizes(version: str) -> None:
     for entry in parse_vmallocinfo(qemu_file(version, "vmallocinfo.during.txt")):
         assert entry.end - entry.start == entry.size
-        if (
-            entry.pages is not None
-            and "vmalloc" in entry.flags
-            and entry.caller != "pcpu_get_vm_areas+0x0/0x1214"
-        ):
+        if entry.pages is not None and "vmalloc" in entry.flags and entry.caller != "pcpu_get_vm_areas+0x0/0x1214":
             assert entry.size == (entry.pages + 1) * PAGE  # the guard page
 
 
