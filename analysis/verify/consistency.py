@@ -1,0 +1,494 @@
+"""Offline consistency checks of one bundle against the reference model (kernel-model.md §6 "Invariants").
+
+Families: ``layout`` (the boot log's layout block), ``meminfo``, ``vmallocinfo`` (every snapshot),
+``modules`` (every /proc/modules) and ``crosscapture`` (a board capture's modules.txt vs vmallocinfo.txt).
+A snapshot gets one check per invariant; the detail names the first offending line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from itertools import pairwise
+from pathlib import Path
+from typing import Literal, TypeVar
+
+from analysis.model.layout_arm import PAGE_SIZE, ArmLayout, modules_range
+from analysis.model.other_arches import NotModelled, x86_32_layout
+from analysis.model.units import Version
+from analysis.model.versions import Row, VersionTable
+from analysis.parsers import ProcModule, VmallocEntry
+from analysis.verify.bundle import SNAPSHOTS, Bundle
+from analysis.verify.check import Check, CheckStatus, compare, skip
+from analysis.verify.context import Context
+from analysis.verify.crosscapture import (
+    crosscapture_check,
+    page_align,
+    per_module_checks,
+    sizes_page_aligned,
+    uses_mod_mem,
+)
+
+Span = tuple[int, int]
+
+# --- version tables --------------------------------------------------------------------------------
+
+VmallocUsedRule = Literal["unmodelled", "zero", "vmalloc_pages"]
+# fs/proc/meminfo.c VmallocUsed: 3.x summed every vm area (get_vmalloc_info; not modelled); hard-coded 0
+# by commit a5ad88ce8c7f "mm: get rid of 'vmalloc_info' from /proc/meminfo" (4.4); vmalloc_nr_pages()
+# since commit 97105f0ab7b8 "mm: vmalloc: show number of vmalloc pages in /proc/meminfo" (5.3;
+# 5.10:120, 6.1:129, 6.12:130 read). nr_vmalloc_pages counts __vmalloc_area_node pages only.
+VMALLOC_USED: VersionTable[VmallocUsedRule] = VersionTable("meminfo VmallocUsed", (
+    Row((2, 6, 0), "unmodelled", "fs/proc/meminfo.c get_vmalloc_info (3.x)"),
+    Row((4, 4, 0), "zero", "fs/proc/meminfo.c VmallocUsed 0 (commit a5ad88ce8c7f)"),
+    Row((5, 3, 0), "vmalloc_pages", "fs/proc/meminfo.c vmalloc_nr_pages (commit 97105f0ab7b8)"),
+))
+
+# mm/vmalloc.c __get_vm_area_node: VM_IOREMAP areas are aligned to
+# 1 << clamp(get_count_order_long(size), PAGE_SHIFT, IOREMAP_MAX_ORDER) (5.10:2056, 6.1:2545, 6.12:3168);
+# the 4.9.129 Fullhan capture agrees line by line. Older kernels used fls_long(size): not checked.
+IoremapAlignRule = Literal["unverified", "count_order"]
+IOREMAP_ALIGN: VersionTable[IoremapAlignRule] = VersionTable("ioremap alignment", (
+    Row((2, 6, 0), "unverified", "mm/vmalloc.c fls_long era, not read"),
+    Row((4, 9, 0), "count_order", "mm/vmalloc.c __get_vm_area_node get_count_order_long (5.10:2056)"),
+))
+
+# Busy vmallocinfo lines are address-ascending (one rbtree walk) except on 6.9+ with several vmap nodes
+# (64-bit SMP only; 32-bit ARM has nr_vmap_nodes == 1: 6.12 mm/vmalloc.c vmap_init_nodes:5179).
+VMAP_NODES: VersionTable[bool] = VersionTable("per-node vmallocinfo order", (
+    Row((2, 6, 0), False, "mm/vmalloc.c s_show over vmap_area_list (5.10:3504, 6.1:4210)"),
+    Row((6, 9, 0), True, "mm/vmalloc.c vmalloc_info_show per vmap node (6.12:5046)",
+        bracket=((6, 1, 192), (6, 12, 0))),
+))
+
+# ARM static mappings (no guard page, may sit anywhere between VMALLOC_START and the fixmap):
+# arch/arm/mm/mmu.c iotable_init / pci_reserve_io / pmd_empty_section_gap, ioremap.c (6.1:1020, 1133).
+STATIC_CALLERS = ("iotable_init", "pci_reserve_io", "pmd_empty_section_gap", "vm_reserve_area_early",
+                  "debug_ll_io_init")
+
+# asm/memory.h 5.10:78: 24 only on !SMP && !LPAE, otherwise include/linux/vmalloc.h 7 + PAGE_SHIFT.
+IOREMAP_MAX_ORDER_UP, IOREMAP_MAX_ORDER_SMP = 24, 19
+
+
+T = TypeVar("T")
+
+
+def _version_value(table: VersionTable[T], version: Version | None) -> T | None:
+    return None if version is None else table.value(version)
+
+
+def _notes(ctx: Context) -> str:
+    notes: tuple[str, ...] = getattr(ctx, "notes", ())
+    return f" (inferred: {'; '.join(notes)})" if notes else ""
+
+
+def _span(span: Span) -> str:
+    return f"0x{span[0]:08x}-0x{span[1]:08x}"
+
+
+# --- layout ----------------------------------------------------------------------------------------
+
+def arm_regions(layout: ArmLayout) -> dict[str, Span | None]:
+    """arch/arm/mm/init.c mem_init (up to 5.0): every region of the block; None = not printed."""
+    pkmap = None
+    if layout.PKMAP_BASE is not None:
+        pkmap = (layout.PKMAP_BASE, layout.PKMAP_BASE + layout.LAST_PKMAP * PAGE_SIZE)
+    return {
+        "vector": (layout.VECTORS_BASE, layout.VECTORS_BASE + PAGE_SIZE),
+        "fixmap": (layout.FIXADDR_START, layout.FIXADDR_END),
+        "vmalloc": (layout.VMALLOC_START, layout.VMALLOC_END),
+        "lowmem": (layout.PAGE_OFFSET, layout.high_memory),
+        "pkmap": pkmap,
+        "modules": (layout.MODULES_VADDR, layout.MODULES_END),
+    }
+
+
+def x86_32_regions(bundle: Bundle, ctx: Context) -> dict[str, Span | None] | str:
+    """arch/x86/mm/init_32.c: vmalloc and lowmem from VMALLOC_END as printed (it depends on the fixmap)."""
+    assert bundle.boot is not None
+    vmalloc = bundle.boot.layout.get("vmalloc")
+    memory = bundle.boot.memory
+    if vmalloc is None or vmalloc[1] is None or memory is None:
+        return "x86-32: the block has no vmalloc end or the log no Memory: line"
+    model = x86_32_layout(vmalloc[1], memory.total_kb * 1024, ctx.cmdline,
+                          highmem="pkmap" in bundle.boot.layout)
+    if isinstance(model, NotModelled):
+        return model.reason
+    return {"vmalloc": (model.VMALLOC_START, model.VMALLOC_END), "lowmem": (model.PAGE_OFFSET, model.high_memory)}
+
+
+def layout_checks(bundle: Bundle, ctx: Context) -> list[Check]:
+    if bundle.boot is None:
+        return [skip("layout", "layout", "no boot.log or dmesg.txt")]
+    printed = bundle.boot.layout
+    if not printed:
+        return [skip("layout", "layout", "the boot log has no 'Virtual kernel memory layout' block "
+                     "(ARM stopped printing it in 5.1, commit 1c31d4e96b8c)")]
+    if ctx.arch == "x86":
+        regions = x86_32_regions(bundle, ctx)
+        note = " (x86-32 VMALLOC_END taken from the printed vmalloc line)"
+    elif ctx.layout is not None:
+        regions, note = arm_regions(ctx.layout), ""
+    else:
+        regions, note = ctx.why_no_layout or "no layout model", ""
+    if isinstance(regions, str):
+        return [skip(f"layout.{name}", "layout", regions) for name in printed if not name.startswith(".")]
+    return [_region_check(name, span, printed.get(name), note + _notes(ctx)) for name, span in regions.items()]
+
+
+def _region_check(name: str, expected: Span | None, printed: tuple[int | None, int | None] | None,
+                  note: str) -> Check:
+    check_id = f"layout.{name}"
+    if printed is None and expected is None:
+        return compare(check_id, "layout", "not printed", "not printed", f"no such region in the model{note}")
+    if printed is None:
+        return skip(check_id, "layout", f"{name} is not printed in this block")
+    if printed[0] is None or printed[1] is None:
+        return skip(check_id, "layout", f"{name} printed as 0x(ptrval) (pointer hashing)")
+    actual = _span((printed[0], printed[1]))
+    return compare(check_id, "layout", _span(expected) if expected else "not printed", actual,
+                   f"model vs boot log{note}")
+
+
+# --- meminfo ---------------------------------------------------------------------------------------
+
+def meminfo_checks(bundle: Bundle, ctx: Context) -> list[Check]:
+    meminfo = bundle.meminfo
+    if meminfo is None:
+        return []
+    checks = [_vmalloc_total(meminfo, ctx), _low_plus_high(meminfo), _high_total(meminfo, ctx),
+              _vmalloc_used(bundle, meminfo, ctx.version)]
+    return checks
+
+
+def _vmalloc_total(meminfo: dict[str, int], ctx: Context) -> Check:
+    """fs/proc/meminfo.c: VmallocTotal = (VMALLOC_END - VMALLOC_START) >> 10 (5.10:119, 6.1:128, 6.12:129)."""
+    if ctx.layout is None:
+        return skip("meminfo.VmallocTotal", "meminfo", ctx.why_no_layout or "no layout model")
+    return compare("meminfo.VmallocTotal", "meminfo", ctx.layout.VmallocTotal_kB, meminfo.get("VmallocTotal"),
+                   "kB, model (VMALLOC_END - VMALLOC_START) >> 10" + _notes(ctx))
+
+
+def _low_plus_high(meminfo: dict[str, int]) -> Check:
+    """fs/proc/meminfo.c (CONFIG_HIGHMEM): LowTotal = totalram - totalhigh, so Low + High == MemTotal."""
+    low, high = meminfo.get("LowTotal"), meminfo.get("HighTotal")
+    if low is None or high is None:
+        return skip("meminfo.LowTotal+HighTotal", "meminfo", "no LowTotal/HighTotal (no CONFIG_HIGHMEM or a tail)")
+    return compare("meminfo.LowTotal+HighTotal", "meminfo", meminfo.get("MemTotal"), low + high, "kB")
+
+
+def _high_total(meminfo: dict[str, int], ctx: Context) -> Check:
+    """HighTotal counts managed highmem pages: at most the RAM the model puts above arm_lowmem_limit."""
+    high = meminfo.get("HighTotal")
+    if high is None:
+        return skip("meminfo.HighTotal", "meminfo", "no HighTotal (no CONFIG_HIGHMEM or a tail)")
+    if ctx.layout is None:
+        return skip("meminfo.HighTotal", "meminfo", ctx.why_no_layout or "no layout model")
+    limit = ctx.layout.highmem_bytes >> 10
+    status: CheckStatus = "pass" if high <= limit else "fail"
+    return Check("meminfo.HighTotal", "meminfo", status, f"<= {limit}", high, "kB, model highmem RAM" + _notes(ctx))
+
+
+def _vmalloc_used(bundle: Bundle, meminfo: dict[str, int], version: Version | None) -> Check:
+    check_id = "meminfo.VmallocUsed"
+    rule = _version_value(VMALLOC_USED, version)
+    if rule is None:
+        return skip(check_id, "meminfo", "kernel version unknown")
+    if rule == "unmodelled":
+        return skip(check_id, "meminfo", VMALLOC_USED.row(version or (0, 0, 0)).source + ": not modelled")
+    if rule == "zero":
+        source = VMALLOC_USED.row(version or (0, 0, 0)).source
+        return compare(check_id, "meminfo", 0, meminfo.get("VmallocUsed"), source)
+    first = next((run for run in bundle.runs if "before" in run.vmallocinfo), None)
+    if first is None:
+        return skip(check_id, "meminfo", "meminfo.txt and vmallocinfo.txt of a capture are not known to be read at "
+                    "the same moment (a run bundle reads meminfo.txt just before the first module's before)")
+    used = 4 * sum(entry.pages or 0 for entry in first.vmallocinfo["before"] if "vmalloc" in entry.flags)
+    return compare(check_id, "meminfo", used, meminfo.get("VmallocUsed"),
+                   f"kB, 4 * pages= of vmalloc lines in vmallocinfo/{first.name}.before.txt")
+
+
+# --- vmallocinfo -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Snapshot:
+    label: str
+    path: Path
+    entries: list[VmallocEntry]
+    line_offset: int   # provenance lines stripped before parsing
+
+    def where(self, entry: VmallocEntry) -> str:
+        return f"{self.path.name} line {entry.line + self.line_offset}"
+
+
+def _leading_comment_lines(path: Path) -> int:
+    count = 0
+    for line in path.read_text(errors="replace").splitlines():
+        if not line.startswith("#"):
+            break
+        count += 1
+    return count
+
+
+def snapshots(bundle: Bundle) -> list[Snapshot]:
+    found = []
+    if bundle.vmallocinfo is not None:
+        path = bundle.path / "vmallocinfo.txt"
+        found.append(Snapshot("snapshot", path, bundle.vmallocinfo, _leading_comment_lines(path)))
+    for run in bundle.runs:
+        for when in SNAPSHOTS:
+            if when in run.vmallocinfo:
+                path = bundle.path / "vmallocinfo" / f"{run.name}.{when}.txt"
+                found.append(Snapshot(f"{run.name}.{when}", path, run.vmallocinfo[when], 0))
+    return found
+
+
+def address_kind(entries: Sequence[VmallocEntry]) -> Literal["real", "zeroed", "hashed", "empty"]:
+    """Like analysis.parsers.address_state, but one wrong line does not make a snapshot "hashed":
+    %pK hashes each pointer alone, so a hashed file disagrees on (nearly) every line."""
+    if not entries:
+        return "empty"
+    if all(entry.start == 0 and entry.end == 0 for entry in entries):
+        return "zeroed"
+    wrong = sum(1 for entry in entries if entry.end - entry.start != entry.size)
+    return "hashed" if wrong * 2 > len(entries) else "real"
+
+
+Finder = Callable[[Sequence[VmallocEntry]], tuple[VmallocEntry, str] | None]
+
+
+def _invariant(snap: Snapshot, name: str, finder: Finder, entries: Sequence[VmallocEntry],
+               rule: str) -> Check:
+    found = finder(entries)
+    check_id = f"vmallocinfo.{snap.label}.{name}"
+    if found is None:
+        return Check(check_id, "vmallocinfo", "pass", rule, f"{len(entries)} lines hold", rule)
+    entry, problem = found
+    return Check(check_id, "vmallocinfo", "fail", rule, problem, f"first offending: {snap.where(entry)}: {problem}")
+
+
+def _first(entries: Sequence[VmallocEntry], problem: Callable[[VmallocEntry], str | None]
+           ) -> tuple[VmallocEntry, str] | None:
+    for entry in entries:
+        found = problem(entry)
+        if found is not None:
+            return entry, found
+    return None
+
+
+def _arithmetic(entry: VmallocEntry) -> str | None:
+    if entry.end - entry.start != entry.size:
+        return f"end - start = {entry.end - entry.start} != size {entry.size}"
+    if entry.size % PAGE_SIZE or entry.start % PAGE_SIZE:
+        return f"start 0x{entry.start:x} or size {entry.size} not page aligned"
+    return None
+
+
+def _is_static(entry: VmallocEntry) -> bool:
+    return entry.caller is not None and entry.caller.split("+")[0] in STATIC_CALLERS
+
+
+def _guard(entry: VmallocEntry) -> str | None:
+    """§6.3: __vmalloc_area_node maps nr_pages = (size - guard) / PAGE_SIZE; no VM_NO_GUARD user prints pages=."""
+    if entry.pages is None or "vmalloc" not in entry.flags:
+        return None
+    if entry.size != (entry.pages + 1) * PAGE_SIZE:
+        return f"size {entry.size} != (pages={entry.pages} + 1) * 4096"
+    return None
+
+
+def _busy(entries: Sequence[VmallocEntry]) -> list[VmallocEntry]:
+    return [entry for entry in entries if entry.kind != "unpurged"]
+
+
+def _order(entries: Sequence[VmallocEntry]) -> tuple[VmallocEntry, str] | None:
+    busy = _busy(entries)
+    for previous, entry in pairwise(busy):
+        if entry.start <= previous.start:
+            return entry, f"0x{entry.start:x} does not follow 0x{previous.start:x} (line {previous.line})"
+    return None
+
+
+def _overlap(entries: Sequence[VmallocEntry]) -> tuple[VmallocEntry, str] | None:
+    busy = sorted(_busy(entries), key=lambda entry: entry.start)
+    for previous, entry in pairwise(busy):
+        if entry.start < previous.end:
+            return entry, f"starts at 0x{entry.start:x} inside line {previous.line} ending 0x{previous.end:x}"
+    return None
+
+
+def allowed_spans(layout: ArmLayout) -> tuple[list[Span], list[Span]]:
+    """§6.5: vmalloc area and module area; static maps anywhere from VMALLOC_START up to the fixmap."""
+    normal = [(layout.VMALLOC_START, layout.VMALLOC_END), (layout.MODULES_VADDR, layout.MODULES_END)]
+    return normal, [*normal, (layout.VMALLOC_START, layout.FIXADDR_START)]
+
+
+def _region_finder(layout: ArmLayout) -> Finder:
+    normal, static = allowed_spans(layout)
+
+    def problem(entry: VmallocEntry) -> str | None:
+        spans = static if _is_static(entry) else normal
+        if any(low <= entry.start and entry.end <= high for low, high in spans):
+            return None
+        return f"{_span((entry.start, entry.end))} outside {', '.join(_span(span) for span in spans)}"
+
+    return lambda entries: _first(_busy(entries), problem)
+
+
+def _ioremap_finder(max_order: int) -> Finder:
+    def problem(entry: VmallocEntry) -> str | None:
+        if "ioremap" not in entry.flags or _is_static(entry) or entry.size <= PAGE_SIZE:
+            return None
+        request = entry.size - PAGE_SIZE   # the guard is added after the alignment is chosen
+        order = min(max(PAGE_SIZE.bit_length() - 1, (request - 1).bit_length()), max_order)
+        if entry.start % (1 << order):
+            return f"0x{entry.start:x} not aligned to 2^{order} for a {request}-byte ioremap"
+        return None
+
+    return lambda entries: _first(entries, problem)
+
+
+def _ioremap_max_order(config: dict[str, str]) -> tuple[int, str]:
+    smp, lpae = config.get("CONFIG_SMP"), config.get("CONFIG_ARM_LPAE")
+    if smp == "n" and lpae != "y":
+        return IOREMAP_MAX_ORDER_UP, "IOREMAP_MAX_ORDER 24 (!SMP, !LPAE)"
+    known = smp is not None
+    return IOREMAP_MAX_ORDER_SMP, "IOREMAP_MAX_ORDER 19" + ("" if known else " (SMP unknown: the weaker bound)")
+
+
+def vmallocinfo_checks(snap: Snapshot, ctx: Context) -> list[Check]:
+    entries = snap.entries
+    kind = address_kind(entries)
+    prefix = f"vmallocinfo.{snap.label}"
+    checks = [_invariant(snap, "guard", lambda e: _first(e, _guard), entries,
+                         "vmalloc lines: size == (pages + 1) * 4096 (guard page)")]
+    if kind != "real":
+        reason = f"addresses are {kind} (kptr_restrict, spec §2.6): not compared"
+        return checks + [skip(f"{prefix}.{name}", "vmallocinfo", reason)
+                         for name in ("arithmetic", "order", "overlap", "region", "ioremap_align")]
+    checks.append(_invariant(snap, "arithmetic", lambda e: _first(e, _arithmetic), entries,
+                             "end - start == size, page aligned"))
+    checks.append(_order_check(snap, ctx.version))
+    checks.append(_invariant(snap, "overlap", _overlap, entries, "busy areas do not overlap"))
+    if ctx.layout is None or ctx.arch != "arm":
+        checks.append(skip(f"{prefix}.region", "vmallocinfo", ctx.why_no_layout or "no layout model"))
+    else:
+        checks.append(_invariant(snap, "region", _region_finder(ctx.layout), entries,
+                                 "in [VMALLOC_START, VMALLOC_END), the module area or static maps"))
+    checks.append(_ioremap_check(snap, ctx))
+    return checks
+
+
+def _order_check(snap: Snapshot, version: Version | None) -> Check:
+    wide = any(entry.end > 0xFFFFFFFF for entry in snap.entries)
+    grouped = _version_value(VMAP_NODES, version)
+    if wide and grouped is not False:
+        return skip(f"vmallocinfo.{snap.label}.order", "vmallocinfo",
+                    "64-bit 6.9+ (or unknown version) groups lines per vmap node: order not defined")
+    return _invariant(snap, "order", _order, snap.entries, "busy lines strictly ascending")
+
+
+def _ioremap_check(snap: Snapshot, ctx: Context) -> Check:
+    rule = _version_value(IOREMAP_ALIGN, ctx.version)
+    if rule != "count_order" or ctx.arch not in ("arm", None):
+        why = "kernel version unknown" if rule is None else f"{rule} rule for this version or arch"
+        return skip(f"vmallocinfo.{snap.label}.ioremap_align", "vmallocinfo", why)
+    max_order, source = _ioremap_max_order(ctx.config)
+    return _invariant(snap, "ioremap_align", _ioremap_finder(max_order), snap.entries,
+                      f"ioremap start aligned to 2^clamp(order(size - guard), 12, max); {source}")
+
+
+# --- modules ---------------------------------------------------------------------------------------
+
+def module_lists(bundle: Bundle) -> list[tuple[str, list[ProcModule]]]:
+    found = [("snapshot", bundle.modules)] if bundle.modules is not None else []
+    return found + [(run.name, run.modules) for run in bundle.runs if run.modules is not None]
+
+
+def module_list_checks(label: str, modules: Sequence[ProcModule], ctx: Context) -> list[Check]:
+    """Checks a /proc/modules supports on its own (spec §6.8, §6.12)."""
+    base = f"modules.{label}"
+    shown = [module for module in modules if module.address is not None]
+    checks = [_size_rounding(base, modules, ctx)]
+    if not shown:
+        reason = "every address is zero (kptr_restrict / kallsyms_show_value)"
+        return checks + [skip(f"{base}.{name}", "modules", reason) for name in ("aligned", "overlap", "region")]
+    misaligned = [m for m in shown if m.address is not None and m.address % PAGE_SIZE]
+    checks.append(_list_result(f"{base}.aligned", "page-aligned addresses", misaligned, "address not page aligned"))
+    checks.append(_overlap_modules(base, shown, ctx.version))
+    checks.append(_module_region(base, shown, ctx))
+    return checks
+
+
+def _list_result(check_id: str, rule: str, bad: Sequence[ProcModule], problem: str) -> Check:
+    if not bad:
+        return Check(check_id, "modules", "pass", rule, "all hold", rule)
+    first = bad[0]
+    return Check(check_id, "modules", "fail", rule, [m.name for m in bad],
+                 f"first offending: line {first.line} {first.name}: {problem}")
+
+
+def _size_rounding(base: str, modules: Sequence[ProcModule], ctx: Context) -> Check:
+    aligned, source = sizes_page_aligned(ctx.version, ctx.config)
+    if aligned is None:
+        return skip(f"{base}.size_pages", "modules", source)
+    live = [m for m in modules if m.state == "Live"]
+    if not aligned:
+        return skip(f"{base}.size_pages", "modules", f"sizes need not be page multiples: {source}")
+    bad = [m for m in live if m.size % PAGE_SIZE]
+    return _list_result(f"{base}.size_pages", f"Live sizes multiple of 4096 ({source})", bad,
+                        "size not a multiple of 4096")
+
+
+def _overlap_modules(base: str, shown: Sequence[ProcModule], version: Version | None) -> Check:
+    """One module_alloc per module before mod->mem: [addr, addr + PAGE_ALIGN(size) + guard) are disjoint."""
+    mod_mem = uses_mod_mem(version)
+    if mod_mem is None:
+        return skip(f"{base}.overlap", "modules", "kernel version unknown: module memory era unknown")
+    if mod_mem:
+        return skip(f"{base}.overlap", "modules", "mod->mem[] era: a module's memory is not one span")
+    live = sorted((m for m in shown if m.state == "Live"), key=lambda m: m.address or 0)
+    bad = []
+    for previous, module in pairwise(live):
+        assert previous.address is not None and module.address is not None
+        if previous.address + page_align(previous.size) + PAGE_SIZE > module.address:
+            bad.append(module)
+    return _list_result(f"{base}.overlap", "pages + guard of two modules never overlap", bad,
+                        "starts inside the previous module's pages or guard page")
+
+
+def _module_region(base: str, shown: Sequence[ProcModule], ctx: Context) -> Check:
+    """§6.12: [MODULES_VADDR, MODULES_END), or the vmalloc area (ARM_MODULE_PLTS spill)."""
+    if ctx.arch != "arm":
+        return skip(f"{base}.region", "modules", f"module area not modelled for arch {ctx.arch or 'unknown'}")
+    spans = [modules_range(ctx.arm_config)]
+    if ctx.layout is not None:
+        spans.append((ctx.layout.VMALLOC_START, ctx.layout.VMALLOC_END))
+    rule = "in " + " or ".join(_span(span) for span in spans)
+    bad = [m for m in shown if not any(low <= (m.address or 0) < high for low, high in spans)]
+    return _list_result(f"{base}.region", rule + _notes(ctx), bad, "outside the module area")
+
+
+def modules_checks(bundle: Bundle, ctx: Context) -> list[Check]:
+    checks: list[Check] = []
+    for label, modules in module_lists(bundle):
+        checks += module_list_checks(label, modules, ctx)
+    for run in bundle.runs:
+        if run.modules is not None and "during" in run.vmallocinfo:
+            entries = run.vmallocinfo["during"]
+            if address_kind(entries) == "real":
+                checks += per_module_checks(run.name, run.modules, entries, ctx.version)
+    if bundle.modules is not None and bundle.vmallocinfo is not None:
+        real = address_kind(bundle.vmallocinfo) == "real"
+        checks.append(crosscapture_check(bundle.modules, bundle.vmallocinfo, ctx.version, real))
+    return checks
+
+
+# --- entry point -----------------------------------------------------------------------------------
+
+def consistency_checks(bundle: Bundle, ctx: Context) -> list[Check]:
+    """Every offline consistency check of the bundle (pass ``infer_context(bundle)`` for board captures)."""
+    checks = layout_checks(bundle, ctx) + meminfo_checks(bundle, ctx)
+    for snap in snapshots(bundle):
+        checks += vmallocinfo_checks(snap, ctx)
+    return checks + modules_checks(bundle, ctx)
