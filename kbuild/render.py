@@ -37,17 +37,15 @@ class IntParam:
     default: int
     minimum: int
     maximum: int
-    power_of_two: bool = False
 
     def allowed(self) -> str:
-        kind = "a power of two" if self.power_of_two else "an integer"
-        return f"{kind} in [{self.minimum:#x}, {self.maximum:#x}] ({self.minimum}..{self.maximum})"
+        return f"an integer in [{self.minimum:#x}, {self.maximum:#x}] ({self.minimum}..{self.maximum})"
 
     def check(self, family: str, value: object) -> None:
         if isinstance(value, bool) or not isinstance(value, int):
             raise UserError(f"{family}.{self.name}: got {value!r}; use {self.allowed()}")
         in_range = self.minimum <= value <= self.maximum
-        if not in_range or (self.power_of_two and value & (value - 1)):
+        if not in_range:
             raise UserError(f"{family}.{self.name}={value}: out of range; use {self.allowed()}")
 
 
@@ -78,7 +76,6 @@ FAMILY_SCHEMAS: Mapping[str, tuple[IntParam, ...]] = MappingProxyType(
             _size("big_size", 1025 * PAGE_SIZE),
             _size("vzalloc_size", 3 * PAGE_SIZE),
             _size("aligned_size", 3 * PAGE_SIZE),
-            IntParam("aligned_align", 64 * KIB, PAGE_SIZE, 16 * MIB, power_of_two=True),
         ),
         "vmalloc_exec": (),
         "ioremap": (

@@ -91,9 +91,9 @@ def test_every_contract_key_is_printed(family: str) -> None:
 
 
 def test_parameters_reach_the_c_source() -> None:
-    source = render_sources(make_spec("vmalloc", subpage_size=777, aligned_align=1 << 20))["kit_vmalloc.c"]
+    source = render_sources(make_spec("vmalloc", subpage_size=777, aligned_size=5 << 12))["kit_vmalloc.c"]
     assert "KIT_SUBPAGE, 777UL" in source
-    assert "align = 1048576UL" in source
+    assert "size = 20480UL;" in source
     ioremap = render_sources(make_spec("ioremap", large_phys=0x0C000000))["kit_ioremap.c"]
     assert "KIT_LARGE, 0x0c000000," in ioremap
 
@@ -107,8 +107,7 @@ def test_kbuild_names_the_object() -> None:
     [
         ("vmalloc", {"subpage_size": 0}, "vmalloc.subpage_size=0"),
         ("vmalloc", {"big_size": 64 << 20}, "vmalloc.big_size=67108864"),
-        ("vmalloc", {"aligned_align": 3 * 4096}, "power of two"),
-        ("vmalloc", {"aligned_align": 2048}, "vmalloc.aligned_align=2048"),
+        ("vmalloc", {"aligned_size": 0}, "vmalloc.aligned_size=0"),
         ("kmap", {"highmem_count": 65}, "kmap.highmem_count=65"),
         ("kmap", {"highmem_count": 0}, "kmap.highmem_count=0"),
         ("alloc", {"max_iterations": (1 << 20) + 1}, "alloc.max_iterations"),

@@ -215,22 +215,17 @@ static enum kit_status __init kit_case_vzalloc(const char *c, const char **reaso
 }
 
 /*
- * __vmalloc_node (takes an alignment) is exported only with CONFIG_TEST_VMALLOC_MODULE
- * (mm/vmalloc.c __vmalloc_node 5.10, 6.1; __vmalloc_node_noprof 6.12). Debian armmp
- * kernels do not set it, so the case is skipped there.
+ * A non-default alignment through an exported API: vmalloc_user() asks __vmalloc_node_range
+ * for SHMLBA alignment and VM_USERMAP (mm/vmalloc.c vmalloc_user, 5.10/6.1/6.12; ARM SHMLBA
+ * = 4 * PAGE_SIZE, arch/arm/include/asm/shmparam.h). __vmalloc_node, which takes any
+ * alignment, is exported only with CONFIG_TEST_VMALLOC_MODULE (unset on Debian armmp).
  */
 static enum kit_status __init kit_case_aligned(const char *c, const char **reason)
 {
-#ifdef CONFIG_TEST_VMALLOC_MODULE
-	const unsigned long size = 12288UL, align = 65536UL;
+	const unsigned long size = 12288UL;
 
-	kit_areas[KIT_ALIGNED] = __vmalloc_node(size, align, GFP_KERNEL, NUMA_NO_NODE,
-						__builtin_return_address(0));
-	return kit_report_area(c, reason, kit_areas[KIT_ALIGNED], size, align);
-#else
-	*reason = "__vmalloc_node not exported (CONFIG_TEST_VMALLOC_MODULE unset)";
-	return KIT_SKIP;
-#endif
+	kit_areas[KIT_ALIGNED] = vmalloc_user(size);
+	return kit_report_area(c, reason, kit_areas[KIT_ALIGNED], size, SHMLBA);
 }
 
 static void kit_release(void)
