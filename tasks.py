@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json as jsonlib
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -122,22 +123,27 @@ def targets(c: Any) -> None:
             print(f"{mark} {name:10} {load_target(name).description}")
 
 
-@task(help={"target": RUN_HELP["target"]})
-def setup(c: Any, target: str | None = None) -> None:
-    """Install the host packages (apt-get) and fetch the target's kernel. Idempotent."""
-    from kbuild.hostpkgs import host_packages, install_command
+@task(help={"target": RUN_HELP["target"], "all": "fetch the kernel of every target (what the tests need)"})
+def setup(c: Any, target: str | None = None, all: bool = False) -> None:
+    """Install the host packages (apt-get) and fetch the kernel(s). Idempotent."""
+    from kbuild.hostpkgs import host_packages, install_command, missing_packages, update_command
     from kbuild.kernels import fetch_debian_kernel
-    from kbuild.targets import default_target_name, load_target
+    from kbuild.targets import default_target_name, load_target, target_names
 
     with _exit_codes():
-        chosen = load_target(_flag("--target", target) or default_target_name())
-        command = install_command(host_packages(chosen))
-        _log("$ " + " ".join(command))
-        if command[0] != "sudo" and os.geteuid() != 0:
-            raise Exit("not root and no sudo: run the command above as root", code=2)
-        subprocess.run(command, check=True, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
-        tree = fetch_debian_kernel(chosen, log=_log)
-        _log(f"kernel {tree.release} ({tree.version}) ready in {tree.kdir}")
+        names = target_names() if all else [_flag("--target", target) or default_target_name()]
+        chosen = [load_target(name) for name in names]
+        missing = missing_packages(list(dict.fromkeys(p for t in chosen for p in host_packages(t))))
+        if missing:
+            if os.geteuid() != 0 and not shutil.which("sudo"):
+                raise Exit(f"not root and no sudo: run as root: {' '.join(install_command(missing, 0))}", code=2)
+            env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+            for command in (update_command(), install_command(missing)):
+                _log("$ " + " ".join(command))
+                subprocess.run(command, check=True, env=env)
+        for one in chosen:
+            tree = fetch_debian_kernel(one, log=_log)
+            _log(f"{one.name}: kernel {tree.release} ({tree.version}) ready in {tree.kdir}")
 
 
 @task(help=RUN_HELP, iterable=["module"])

@@ -36,3 +36,22 @@ def install_command(packages: list[str], euid: int | None = None) -> list[str]:
     uid = os.geteuid() if euid is None else euid
     sudo = [] if uid == 0 else ["sudo"]
     return [*sudo, "apt-get", "install", "-y", "--no-install-recommends", *packages]
+
+
+def missing_packages(packages: list[str]) -> list[str]:
+    """The packages dpkg does not list as installed (so `invoke setup` is quick when nothing is missing)."""
+    import subprocess
+
+    missing = []
+    for package in packages:
+        query = subprocess.run(["dpkg-query", "-W", "-f=${Status}", package], capture_output=True, text=True,
+                               check=False)
+        if "install ok installed" not in query.stdout:
+            missing.append(package)
+    return missing
+
+
+def update_command(euid: int | None = None) -> list[str]:
+    """``apt-get update`` (through sudo unless root): needed once before the first install."""
+    uid = os.geteuid() if euid is None else euid
+    return [*([] if uid == 0 else ["sudo"]), "apt-get", "update", "-q"]
