@@ -51,10 +51,10 @@ class KernelTree:
     dtb: Path | None  # None for QEMU virt (QEMU generates the device tree)
     release: str  # uname -r, e.g. 6.1.0-50-armmp
     version: str  # upstream, e.g. 6.1.176
-    debian_version: str | None  # e.g. 6.1.176-1; None for a user's tree
     config: Path  # the kernel .config
     busybox: Path | None  # static busybox for the initramfs
-    modules_dir: Path | None  # lib/modules/<release>, when present
+    debian_version: str | None = None  # e.g. 6.1.176-1; None for a user's tree
+    modules_dir: Path | None = None  # lib/modules/<release> of the image package, when present
 
 
 @dataclass(frozen=True)
@@ -334,6 +334,7 @@ def _depends_matching(fields: dict[str, str], pattern: str, package: str) -> str
 
 def _populate(dest: Path, packages: KernelPackages, apt: PrivateApt, spec: KernelSpec, log: Log) -> None:
     """Download and unpack into ``dest.tmp-<pid>``, fix it up, write the marker, rename into place."""
+    _remove_abandoned_tmp_dirs(dest)
     tmp = dest.with_name(f"{dest.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     started = time.monotonic()
@@ -354,6 +355,24 @@ def _populate(dest: Path, packages: KernelPackages, apt: PrivateApt, spec: Kerne
             return
         shutil.rmtree(dest)
     tmp.rename(dest)
+
+
+def _remove_abandoned_tmp_dirs(dest: Path) -> None:
+    """Half-unpacked trees of fetches that were killed (their process is gone)."""
+    for tmp in dest.parent.glob(f"{dest.name}.tmp-*"):
+        pid = tmp.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _point_headers_at_common(root: Path, final_root: Path, release: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -127,3 +128,14 @@ def test_local_tree(tmp_path: Path) -> None:
         local_kernel_tree(kdir, tmp_path / "missing-zImage")
     with pytest.raises(UserError, match="not a kernel tree"):
         local_kernel_tree(tmp_path, image)
+
+
+def test_abandoned_half_unpacked_trees_are_removed(tmp_path: Path) -> None:
+    dest = tmp_path / "6.1.0-50-armmp_6.1.176-1"
+    dead = tmp_path / f"{dest.name}.tmp-999999999"  # above pid_max: no such process
+    mine = tmp_path / f"{dest.name}.tmp-{os.getpid()}"
+    other = tmp_path / "5.10.0-32-armmp_5.10.223-1.tmp-999999999"
+    for d in (dead, mine, other):
+        d.mkdir()
+    kernels._remove_abandoned_tmp_dirs(dest)
+    assert not dead.exists() and mine.exists() and other.exists()
