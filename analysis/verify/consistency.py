@@ -119,10 +119,10 @@ def x86_32_regions(bundle: Bundle, ctx: Context) -> dict[str, Span | None] | str
 
 def layout_checks(bundle: Bundle, ctx: Context) -> list[Check]:
     if bundle.boot is None:
-        return [skip("layout", "layout", "no boot.log or dmesg.txt")]
+        return [skip("layout.block", "layout", "no boot.log or dmesg.txt")]
     printed = bundle.boot.layout
     if not printed:
-        return [skip("layout", "layout", "the boot log has no 'Virtual kernel memory layout' block "
+        return [skip("layout.block", "layout", "the boot log has no 'Virtual kernel memory layout' block "
                      "(ARM stopped printing it in 5.1, commit 1c31d4e96b8c)")]
     if ctx.arch == "x86":
         regions = x86_32_regions(bundle, ctx)
@@ -132,13 +132,13 @@ def layout_checks(bundle: Bundle, ctx: Context) -> list[Check]:
     else:
         regions, note = ctx.why_no_layout or "no layout model", ""
     if isinstance(regions, str):
-        return [skip(f"layout.{name}", "layout", regions) for name in printed if not name.startswith(".")]
+        return [skip(f"layout.block.{name}", "layout", regions) for name in printed if not name.startswith(".")]
     return [_region_check(name, span, printed.get(name), note + _notes(ctx)) for name, span in regions.items()]
 
 
 def _region_check(name: str, expected: Span | None, printed: tuple[int | None, int | None] | None,
                   note: str) -> Check:
-    check_id = f"layout.{name}"
+    check_id = f"layout.block.{name}"
     if printed is None and expected is None:
         return compare(check_id, "layout", "not printed", "not printed", f"no such region in the model{note}")
     if printed is None:
@@ -161,12 +161,17 @@ def meminfo_checks(bundle: Bundle, ctx: Context) -> list[Check]:
     return checks
 
 
+def _kb(value: int | None) -> str | None:
+    """meminfo values as text with their unit (an int would be shown as an address by fmt_value)."""
+    return None if value is None else f"{value} kB"
+
+
 def _vmalloc_total(meminfo: dict[str, int], ctx: Context) -> Check:
     """fs/proc/meminfo.c: VmallocTotal = (VMALLOC_END - VMALLOC_START) >> 10 (5.10:119, 6.1:128, 6.12:129)."""
     if ctx.layout is None:
         return skip("meminfo.VmallocTotal", "meminfo", ctx.why_no_layout or "no layout model")
-    return compare("meminfo.VmallocTotal", "meminfo", ctx.layout.VmallocTotal_kB, meminfo.get("VmallocTotal"),
-                   "kB, model (VMALLOC_END - VMALLOC_START) >> 10" + _notes(ctx))
+    return compare("meminfo.VmallocTotal", "meminfo", _kb(ctx.layout.VmallocTotal_kB), _kb(meminfo.get("VmallocTotal")),
+                   "model (VMALLOC_END - VMALLOC_START) >> 10" + _notes(ctx))
 
 
 def _low_plus_high(meminfo: dict[str, int]) -> Check:
@@ -174,7 +179,8 @@ def _low_plus_high(meminfo: dict[str, int]) -> Check:
     low, high = meminfo.get("LowTotal"), meminfo.get("HighTotal")
     if low is None or high is None:
         return skip("meminfo.LowTotal+HighTotal", "meminfo", "no LowTotal/HighTotal (no CONFIG_HIGHMEM or a tail)")
-    return compare("meminfo.LowTotal+HighTotal", "meminfo", meminfo.get("MemTotal"), low + high, "kB")
+    return compare("meminfo.LowTotal+HighTotal", "meminfo", _kb(meminfo.get("MemTotal")), _kb(low + high),
+                   f"LowTotal {low} + HighTotal {high} vs MemTotal")
 
 
 def _high_total(meminfo: dict[str, int], ctx: Context) -> Check:
@@ -186,7 +192,8 @@ def _high_total(meminfo: dict[str, int], ctx: Context) -> Check:
         return skip("meminfo.HighTotal", "meminfo", ctx.why_no_layout or "no layout model")
     limit = ctx.layout.highmem_bytes >> 10
     status: CheckStatus = "pass" if high <= limit else "fail"
-    return Check("meminfo.HighTotal", "meminfo", status, f"<= {limit}", high, "kB, model highmem RAM" + _notes(ctx))
+    return Check("meminfo.HighTotal", "meminfo", status, f"<= {limit} kB", _kb(high),
+                 "managed highmem <= model highmem RAM" + _notes(ctx))
 
 
 def _vmalloc_used(bundle: Bundle, meminfo: dict[str, int], version: Version | None) -> Check:
@@ -198,14 +205,14 @@ def _vmalloc_used(bundle: Bundle, meminfo: dict[str, int], version: Version | No
         return skip(check_id, "meminfo", VMALLOC_USED.row(version or (0, 0, 0)).source + ": not modelled")
     if rule == "zero":
         source = VMALLOC_USED.row(version or (0, 0, 0)).source
-        return compare(check_id, "meminfo", 0, meminfo.get("VmallocUsed"), source)
+        return compare(check_id, "meminfo", _kb(0), _kb(meminfo.get("VmallocUsed")), source)
     first = next((run for run in bundle.runs if "before" in run.vmallocinfo), None)
     if first is None:
         return skip(check_id, "meminfo", "meminfo.txt and vmallocinfo.txt of a capture are not known to be read at "
                     "the same moment (a run bundle reads meminfo.txt just before the first module's before)")
     used = 4 * sum(entry.pages or 0 for entry in first.vmallocinfo["before"] if "vmalloc" in entry.flags)
-    return compare(check_id, "meminfo", used, meminfo.get("VmallocUsed"),
-                   f"kB, 4 * pages= of vmalloc lines in vmallocinfo/{first.name}.before.txt")
+    return compare(check_id, "meminfo", _kb(used), _kb(meminfo.get("VmallocUsed")),
+                   f"4 * pages= of vmalloc lines in vmallocinfo/{first.name}.before.txt")
 
 
 # --- vmallocinfo -----------------------------------------------------------------------------------
@@ -262,7 +269,7 @@ def _invariant(snap: Snapshot, name: str, finder: Finder, entries: Sequence[Vmal
     found = finder(entries)
     check_id = f"vmallocinfo.{snap.label}.{name}"
     if found is None:
-        return Check(check_id, "vmallocinfo", "pass", rule, f"{len(entries)} lines hold", rule)
+        return Check(check_id, "vmallocinfo", "pass", rule, f"{len(entries)} lines hold", str(snap.path.name))
     entry, problem = found
     return Check(check_id, "vmallocinfo", "fail", rule, problem, f"first offending: {snap.where(entry)}: {problem}")
 
@@ -422,7 +429,7 @@ def module_list_checks(label: str, modules: Sequence[ProcModule], ctx: Context) 
 
 def _list_result(check_id: str, rule: str, bad: Sequence[ProcModule], problem: str) -> Check:
     if not bad:
-        return Check(check_id, "modules", "pass", rule, "all hold", rule)
+        return Check(check_id, "modules", "pass", rule, "all hold", "")
     first = bad[0]
     return Check(check_id, "modules", "fail", rule, [m.name for m in bad],
                  f"first offending: line {first.line} {first.name}: {problem}")

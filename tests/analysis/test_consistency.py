@@ -72,7 +72,7 @@ def test_live_run_bundles_are_consistent(version: str, tmp_path: Path) -> None:
                      "modules.kh5alloc.kh5alloc.vmalloc_line", "modules.kh5alloc.region"):
         assert checks[check_id].status == "pass", checks[check_id]
     # 1 GiB at 0x40000000 on the default split: 240 MiB of vmalloc space (kernel-model.md §1.5)
-    assert checks["meminfo.VmallocTotal"].expected == 245760
+    assert checks["meminfo.VmallocTotal"].expected == "245760 kB"
 
 
 def test_live_5_10_module_lines_carry_a_guard_page(tmp_path: Path) -> None:
@@ -94,7 +94,7 @@ def test_changed_vmalloc_used_fails_only_meminfo(tmp_path: Path) -> None:
     replace_once(bundle / "meminfo.txt", "VmallocUsed:         716 kB", "VmallocUsed:         720 kB")
     bad = failed(bundle)
     assert list(bad) == ["meminfo.VmallocUsed"]
-    assert (bad["meminfo.VmallocUsed"].expected, bad["meminfo.VmallocUsed"].actual) == (716, 720)
+    assert (bad["meminfo.VmallocUsed"].expected, bad["meminfo.VmallocUsed"].actual) == ("716 kB", "720 kB")
 
 
 def test_changed_low_total_fails_only_the_sum(tmp_path: Path) -> None:
@@ -148,7 +148,7 @@ def test_line_outside_every_area_fails_only_the_region_check(tmp_path: Path) -> 
 def test_changed_layout_line_fails_only_that_region(tmp_path: Path) -> None:
     bundle = copy_bundle(BUNDLES / "allwinner-3.4.39", tmp_path)
     replace_once(bundle / "boot.log", "vmalloc : 0xd0800000", "vmalloc : 0xd0000000")
-    assert list(failed(bundle)) == ["layout.vmalloc"]
+    assert list(failed(bundle)) == ["layout.block.vmalloc"]
 
 
 def test_grown_module_overlaps_its_neighbour(tmp_path: Path) -> None:
@@ -226,5 +226,5 @@ def test_report_table_and_summary() -> None:
     lines = table.splitlines()
     assert lines[0].split() == ["status", "id", "expected", "actual", "detail"]
     assert len(lines) == 1 + len(checks)
-    assert lines[1].startswith("FAIL") and "layout.modules" in lines[1] and "0xbec00000-0xbfe00000" in lines[1]
+    assert lines[1].startswith("FAIL") and "layout.block.modules" in lines[1] and "0xbec00000-0xbfe00000" in lines[1]
     assert summary_line(checks) == f"{len(checks)} checks: {len(checks) - 1} pass, 1 fail, 0 skip, 0 error"
