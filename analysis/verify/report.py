@@ -8,19 +8,20 @@ from analysis.verify.check import Check, fmt_value, summarize
 
 _HEADERS = ("status", "id", "expected", "actual", "detail")
 _ORDER = {"fail": 0, "error": 1, "skip": 2, "pass": 3}
-_MAX_CELL = 70
+_MAX_CELL = 70      # expected / actual
+_MAX_DETAIL = 240   # the last column is not padded, so the detail may run longer
 
 
-def _cell(value: object) -> str:
+def _cell(value: object, limit: int = _MAX_CELL) -> str:
     text = "" if value is None else str(fmt_value(value))
     text = " ".join(text.split())
-    return text if len(text) <= _MAX_CELL else text[: _MAX_CELL - 3] + "..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def format_table(checks: Sequence[Check]) -> str:
     """One row per check, in the given order; columns padded to the widest cell (the detail is last)."""
     rows = [_HEADERS] + [
-        (check.status.upper(), check.id, _cell(check.expected), _cell(check.actual), _cell(check.detail))
+        (check.status.upper(), check.id, _cell(check.expected), _cell(check.actual), _cell(check.detail, _MAX_DETAIL))
         for check in checks
     ]
     widths = [max(len(row[column]) for row in rows) for column in range(len(_HEADERS) - 1)]
