@@ -9,11 +9,9 @@ from typing import Literal
 CheckStatus = Literal["pass", "fail", "skip", "error"]
 
 
-def fmt_value(value: object) -> object:
-    """Render ints that look like kernel addresses in hex; keep everything else JSON-friendly."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        return value
-    return f"0x{value:08x}" if value >= 0x10000 else value
+def hex_address(value: int | None) -> str | None:
+    """Kernel addresses are shown the way the kernel prints them (%px on 32-bit)."""
+    return None if value is None else f"0x{value:08x}"
 
 
 @dataclass(frozen=True)
@@ -30,8 +28,8 @@ class Check:
             "id": self.id,
             "family": self.family,
             "status": self.status,
-            "expected": fmt_value(self.expected),
-            "actual": fmt_value(self.actual),
+            "expected": self.expected,
+            "actual": self.actual,
             "detail": self.detail,
         }
 
@@ -42,6 +40,13 @@ def compare(check_id: str, family: str, expected: object, actual: object, detail
         return Check(check_id, family, "error", expected, None, detail or "no value was measured")
     status: CheckStatus = "pass" if expected == actual else "fail"
     return Check(check_id, family, status, expected, actual, detail)
+
+
+def compare_address(check_id: str, family: str, expected: int | None, actual: int | None,
+                    detail: str = "") -> Check:
+    """``compare`` for addresses: both sides shown in hex."""
+    shown = hex_address(expected) if expected is not None else "none (the model predicts no fit)"
+    return compare(check_id, family, shown, hex_address(actual), detail)
 
 
 def skip(check_id: str, family: str, reason: str) -> Check:

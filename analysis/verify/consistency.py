@@ -162,7 +162,7 @@ def meminfo_checks(bundle: Bundle, ctx: Context) -> list[Check]:
 
 
 def _kb(value: int | None) -> str | None:
-    """meminfo values as text with their unit (an int would be shown as an address by fmt_value)."""
+    """meminfo values as text with their unit."""
     return None if value is None else f"{value} kB"
 
 

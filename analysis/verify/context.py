@@ -82,9 +82,7 @@ def _arch(bundle: Bundle) -> str | None:
     arch = bundle.facts.get("arch")
     if isinstance(arch, str):
         return arch
-    if bundle.boot is not None and bundle.boot.layout.get("pkmap") is not None:
-        return "arm"
-    return None
+    return None  # the boot log's hints are read by analysis.verify.infer
 
 
 def build_context(bundle: Bundle) -> Context:

@@ -18,7 +18,7 @@ from analysis.model.kmap import (
 from analysis.model.layout_arm import ArmLayout
 from analysis.parsers import KtapDocument, VmallocEntry
 from analysis.verify.bundle import ModuleRun
-from analysis.verify.check import Check, compare, skip
+from analysis.verify.check import Check, compare, compare_address, skip
 from analysis.verify.context import Context
 from analysis.verify.replay import BUSY_KINDS, Step, busy_while_held, replay_checks
 
@@ -127,7 +127,7 @@ def kmap_checks(run: ModuleRun, doc: KtapDocument, ctx: Context, layout: ArmLayo
         # mm/highmem.c map_new_virtual: slots are taken in order after the last one used.
         predicted = predict_kmap_sequence(addrs[0], count, pkmap_base=layout.PKMAP_BASE)
         for i in range(1, count):
-            checks.append(compare(f"{name}.kmap_highmem.{i}.addr", family, predicted[i], addrs[i],
+            checks.append(compare_address(f"{name}.kmap_highmem.{i}.addr", family, predicted[i], addrs[i],
                                   "next free pkmap slot (map_new_virtual), relative to the first"))
         window = (layout.PKMAP_BASE, layout.PKMAP_BASE + layout.LAST_PKMAP * PAGE_SIZE)
         checks.append(compare(f"{name}.kmap_highmem.in_pkmap", family, True,
@@ -139,11 +139,11 @@ def kmap_checks(run: ModuleRun, doc: KtapDocument, ctx: Context, layout: ArmLayo
                               all(p is not None and p >= lowmem_end_pfn for p in pfns),
                               f"highmem pages have pfn >= arm_lowmem_limit >> 12 = {lowmem_end_pfn:#x}"))
         if _ran(doc, "kmap_again"):
-            checks.append(compare(f"{name}.kmap_again.addr", family, addrs[0], doc.diag_int("kmap_again.addr"),
+            checks.append(compare_address(f"{name}.kmap_again.addr", family, addrs[0], doc.diag_int("kmap_again.addr"),
                                   "kmap_high of a mapped page returns its pkmap address"))
     if _ran(doc, "kmap_lowmem"):
         linear = doc.diag_int("kmap_lowmem.linear")
-        checks.append(compare(f"{name}.kmap_lowmem.addr", family, linear, doc.diag_int("kmap_lowmem.addr"),
+        checks.append(compare_address(f"{name}.kmap_lowmem.addr", family, linear, doc.diag_int("kmap_lowmem.addr"),
                               "kmap of a lowmem page is page_address (include/linux/highmem-internal.h)"))
         checks.append(compare(f"{name}.kmap_lowmem.in_lowmem", family, True,
                               linear is not None and layout.PAGE_OFFSET <= linear < layout.high_memory,
@@ -163,14 +163,14 @@ def _kmap_local_checks(name: str, doc: KtapDocument, ctx: Context) -> list[Check
                               "kmap_local_page() appeared in 5.11 (mm/highmem.c)"))
     elif _ran(doc, "kmap_local"):
         cpu = doc.diag_int("kmap_local.cpu") or 0
-        checks.append(compare(f"{name}.kmap_local.addr", family, kmap_local_address(ctx.version, cpu, 0),
+        checks.append(compare_address(f"{name}.kmap_local.addr", family, kmap_local_address(ctx.version, cpu, 0),
                               doc.diag_int("kmap_local.addr"), "FIXADDR_TOP - idx*PAGE_SIZE (__kmap_local_pfn_prot)"))
-        checks.append(compare(f"{name}.kmap_local.nested_addr", family,
+        checks.append(compare_address(f"{name}.kmap_local.nested_addr", family,
                               kmap_local_address(ctx.version, cpu, 1), doc.diag_int("kmap_local.nested_addr"),
                               "next slot down for a nested mapping"))
     if _ran(doc, "kmap_atomic"):
         cpu = doc.diag_int("kmap_atomic.cpu") or 0
-        checks.append(compare(f"{name}.kmap_atomic.addr", family, kmap_atomic_address(ctx.version, cpu, 0),
+        checks.append(compare_address(f"{name}.kmap_atomic.addr", family, kmap_atomic_address(ctx.version, cpu, 0),
                               doc.diag_int("kmap_atomic.addr"), "first fixmap kmap slot of this CPU"))
     return checks
 
@@ -207,9 +207,9 @@ def _fill_checks(name: str, doc: KtapDocument, before: list[VmallocEntry], durin
         why = f"vmap() of {phase.chunk_pages} page(s) + guard until failure (alloc_vmap_area first fit)"
         checks.append(compare(f"{name}.vmap_fill.{label}_count", "alloc", phase.count,
                               doc.diag_int(f"vmap_fill.{label}_count"), why))
-        checks.append(compare(f"{name}.vmap_fill.{label}_first", "alloc", phase.first,
+        checks.append(compare_address(f"{name}.vmap_fill.{label}_first", "alloc", phase.first,
                               doc.diag_int(f"vmap_fill.{label}_first"), why))
-        checks.append(compare(f"{name}.vmap_fill.{label}_last", "alloc", phase.last,
+        checks.append(compare_address(f"{name}.vmap_fill.{label}_last", "alloc", phase.last,
                               doc.diag_int(f"vmap_fill.{label}_last"), why))
     return checks
 

@@ -12,7 +12,7 @@ from analysis.elf.footprint import Footprint, Region, predict_footprint
 from analysis.model.allocator import VmallocModel, VmallocRequest, rules_for
 from analysis.parsers import KtapDocument, VmallocEntry
 from analysis.verify.bundle import ModuleRun
-from analysis.verify.check import Check, compare, skip
+from analysis.verify.check import Check, compare, compare_address, skip
 from analysis.verify.context import Context
 
 FAMILY = "footprint"
@@ -60,7 +60,7 @@ def _ktap_region_checks(name: str, doc: KtapDocument, footprint: Footprint,
         checks.append(compare(f"{name}.regions.{region.name}.size", FAMILY, region.size, size,
                               "the module's own view of its region size vs the .ko prediction"))
         if region.name in bases:
-            checks.append(compare(f"{name}.regions.{region.name}.base", FAMILY, bases[region.name],
+            checks.append(compare_address(f"{name}.regions.{region.name}.base", FAMILY, bases[region.name],
                                   doc.diag_int(f"regions.{region.name}.base"), "predicted region base"))
     return checks
 
@@ -80,7 +80,7 @@ def footprint_checks(run: ModuleRun, ctx: Context) -> list[Check]:
         return [*checks, skip(f"{name}.placement", FAMILY, "no before/during vmallocinfo snapshots")]
     bases = predict_region_bases(footprint, before, ctx)
     first = footprint.regions[0].name
-    checks.append(compare(f"{name}.proc_modules.address", FAMILY, bases.get(first),
+    checks.append(compare_address(f"{name}.proc_modules.address", FAMILY, bases.get(first),
                           listed.address if listed else None,
                           f"{first} base: first fit in [MODULES_VADDR, MODULES_END)"))
     for region in footprint.regions:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from analysis.model.allocator import Placement, VmallocModel, VmallocRequest, rules_for
 from analysis.model.layout_arm import ArmLayout
 from analysis.parsers import VmallocEntry
-from analysis.verify.check import Check, compare
+from analysis.verify.check import Check, compare, compare_address
 
 BUSY_KINDS = ("area", "vm_map_ram")
 
@@ -108,7 +108,7 @@ def replay_checks(family: str, module: str, steps: Sequence[Step], before: Seque
         model = _model_before(busy, _claimed_starts(steps, own, index), vstart, vend, version)
         placement = model.alloc(step.request)
         predicted = placement.start if placement else None
-        checks.append(compare(f"{module}.{step.case}.address", family, predicted, step.reported,
+        checks.append(compare_address(f"{module}.{step.case}.address", family, predicted, step.reported,
                               "first fit on the free map rebuilt from the snapshot taken while held "
                               "(mm/vmalloc.c alloc_vmap_area)"))
         checks += _line_checks(family, module, step, placement, during, layout)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from analysis.verify.check import Check, fmt_value, summarize
+from analysis.verify.check import Check, summarize
 
 _HEADERS = ("status", "id", "expected", "actual", "detail")
 _ORDER = {"fail": 0, "error": 1, "skip": 2, "pass": 3}
@@ -13,7 +13,7 @@ _MAX_DETAIL = 240   # the last column is not padded, so the detail may run longe
 
 
 def _cell(value: object, limit: int = _MAX_CELL) -> str:
-    text = "" if value is None else str(fmt_value(value))
+    text = "" if value is None else str(value)
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
 

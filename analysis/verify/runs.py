@@ -7,7 +7,7 @@ import re
 from analysis.model.layout_arm import ArmLayout
 from analysis.parsers import KtapDocument
 from analysis.verify.bundle import Bundle, ModuleRun
-from analysis.verify.check import Check, compare, skip
+from analysis.verify.check import Check, compare, compare_address, skip
 
 # Kernel messages that mean the guest is not healthy (arch/arm/kernel/traps.c die(), lib/bug.c,
 # kernel/panic.c, mm/page_alloc.c warn_alloc is expected during the vmap fill and not listed).
@@ -61,8 +61,9 @@ def kernel_layout_checks(run: ModuleRun, layout: ArmLayout | None, why: str | No
         return []
     if layout is None:
         return [skip(f"layout.{key}", family, why or "no model") for key in LAYOUT_KEYS]
-    return [compare(f"layout.{key}", family, getattr(layout, key), layout_value(doc, key),
-                    f"kernel's {key} (reported by {run.name}) vs the model") for key in LAYOUT_KEYS]
+    return [(compare if key == "LAST_PKMAP" else compare_address)(
+                f"layout.{key}", family, getattr(layout, key), layout_value(doc, key),
+                f"kernel's {key} (reported by {run.name}) vs the model") for key in LAYOUT_KEYS]
 
 
 def layout_agreement_checks(first: ModuleRun, other: ModuleRun) -> list[Check]:

@@ -7,9 +7,11 @@ from pathlib import Path
 
 from analysis.verify.bundle import Bundle, load_bundle
 from analysis.verify.check import Check, skip
-from analysis.verify.context import Context, build_context
+from analysis.verify.consistency import consistency_checks
+from analysis.verify.context import Context
 from analysis.verify.families import FAMILY_CHECKS, own_areas_released
 from analysis.verify.footprint_checks import footprint_checks
+from analysis.verify.infer import infer_context
 from analysis.verify.runs import (
     guest_health_checks,
     highmem_checks,
@@ -52,9 +54,7 @@ def _run_checks(bundle: Bundle, ctx: Context) -> list[Check]:
 
 def verify_bundle(root: Path) -> BundleVerdict:
     """Load ``root`` and run every check that its files allow."""
-    from analysis.verify.consistency import consistency_checks
-
     bundle = load_bundle(root)
-    ctx = build_context(bundle)
+    ctx = infer_context(bundle)
     checks = _run_checks(bundle, ctx) + consistency_checks(bundle, ctx)
     return BundleVerdict(bundle, ctx, checks)
