@@ -1,0 +1,73 @@
+"""The one interface every transport implements (QEMU now; SSH and serial console for boards later).
+
+A transport moves files to the target, boots (or connects to) it, runs shell commands with their real
+exit status, fetches a directory of text files back, and powers off. Everything the target printed on
+its console is appended to ``console_log`` as it arrives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """What one remote command did: its shell exit status, its output (console text) and how long it took."""
+
+    exit_status: int
+    output: str
+    elapsed_s: float
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_status == 0
+
+
+@dataclass(frozen=True)
+class BootResult:
+    """The guest reached its shell: how long from start to the ready marker."""
+
+    elapsed_s: float
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    """Files fetched from ``remote_dir`` into ``local_dir`` and how long it took."""
+
+    remote_dir: str
+    local_dir: Path
+    files: tuple[Path, ...]
+    elapsed_s: float
+
+
+@runtime_checkable
+class Transport(Protocol):
+    """Boot or connect to a target and talk to it. Every method raises ``deploy.errors.DeployError``."""
+
+    @property
+    def console_log(self) -> Path:
+        """The file everything received on the console is appended to (boot.log)."""
+        ...
+
+    def push(self, files: Mapping[str, Path]) -> None:
+        """Make local files available on the target at the given absolute remote paths."""
+        ...
+
+    def boot(self) -> BootResult:
+        """Start (or connect to) the target and wait until its shell is ready."""
+        ...
+
+    def run(self, command: str, timeout_s: float) -> CommandResult:
+        """Run one shell command on the target and return its exit status and output."""
+        ...
+
+    def fetch(self, remote_dir: str, local_dir: Path) -> list[Path]:
+        """Copy every regular file under ``remote_dir`` into ``local_dir`` (same relative paths)."""
+        ...
+
+    def power_off(self) -> None:
+        """Stop the target; safe to call more than once and after a crash."""
+        ...

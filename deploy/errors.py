@@ -1,0 +1,41 @@
+"""Deploy failures: every one is an InfraError (the run could not tell), never a test failure.
+
+Each error carries the path of the console log kept so far and a short excerpt of it, so the
+caller can show what the guest printed last without opening the file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kit.errors import InfraError
+
+
+class DeployError(InfraError):
+    """A transport failed. ``log_path`` is the console log as received; ``excerpt`` its relevant tail."""
+
+    def __init__(self, message: str, log_path: Path | None = None, excerpt: str = "") -> None:
+        self.log_path = log_path
+        self.excerpt = excerpt
+        where = f" (console log: {log_path})" if log_path is not None else ""
+        super().__init__(message + where)
+
+
+class BootTimeout(DeployError):
+    """The guest did not reach the shell prompt marker before the deadline."""
+
+
+class GuestCrashed(DeployError):
+    """The guest kernel panicked (or oopsed fatally); the excerpt starts at the first crash line."""
+
+
+class TransportLost(DeployError):
+    """The connection to the guest ended unexpectedly (QEMU exited without a panic, serial closed)."""
+
+
+class CommandTimeout(DeployError):
+    """A command did not report its exit status before its deadline (the guest shell is busy or hung)."""
+
+
+class FramingError(DeployError):
+    """A fetched file's framing was broken: missing end marker or byte count mismatch."""

@@ -1,0 +1,195 @@
+"""QEMU transport: the guest is ``qemu-system-arm -M virt`` booted from a kernel image and an initramfs.
+
+push() before boot() puts files into the initramfs overlay; boot() starts QEMU with the console on
+stdio and waits for the guest shell; run() and fetch() use the console shell protocol (console.py);
+power_off() sends ``poweroff -f`` and waits for QEMU to exit, killing it after a deadline.
+TCG only: ``-enable-kvm`` is never passed (no usable KVM on these machines).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import selectors
+import shlex
+import subprocess
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from deploy.base import BootResult, CommandResult
+from deploy.console import ChannelClosed, ConsoleShell
+from deploy.errors import DeployError, TransportLost
+from deploy.initramfs import build_initramfs, check_remote_path
+from kit.errors import InfraError, UserError
+
+Log = Callable[[str], None]
+DEFAULT_CACHE = Path.home() / ".cache" / "kmodkit" / "initramfs"
+
+
+@dataclass(frozen=True)
+class QemuSpec:
+    """The ``[qemu]`` table of a target (kbuild/targets/*.toml)."""
+
+    binary: str = "qemu-system-arm"
+    machine: str = "virt"
+    cpu: str = "cortex-a15"
+    mem_mib: int = 1024
+    smp: int = 1
+    append: str = "console=ttyAMA0 panic=-1"
+
+    @classmethod
+    def from_table(cls, table: Mapping[str, object]) -> QemuSpec:
+        """Build from a target's ``[qemu]`` table; unknown keys (apt_packages, console) are ignored."""
+        known = {k: table[k] for k in ("binary", "machine", "cpu", "mem_mib", "smp", "append") if k in table}
+        return cls(**known)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class QemuTimeouts:
+    boot_s: float = 60.0
+    fetch_s: float = 60.0
+    power_off_s: float = 10.0
+
+
+class QemuChannel:
+    """QEMU's stdio console as a ByteChannel (stdout and stderr merged, non-blocking reads)."""
+
+    def __init__(self, process: subprocess.Popen[bytes]) -> None:
+        assert process.stdin is not None and process.stdout is not None
+        self._stdin = process.stdin
+        self._fd = process.stdout.fileno()
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._fd, selectors.EVENT_READ)
+
+    def write(self, data: bytes) -> None:
+        try:
+            self._stdin.write(data)
+            self._stdin.flush()
+        except (BrokenPipeError, ValueError) as err:
+            raise ChannelClosed(str(err)) from err
+
+    def read(self, timeout_s: float) -> bytes:
+        if not self._selector.select(timeout_s):
+            return b""
+        chunk = os.read(self._fd, 65536)
+        if not chunk:
+            raise ChannelClosed("QEMU closed its console")
+        return chunk
+
+
+def qemu_command(spec: QemuSpec, kernel: Path, initrd: Path, dtb: Path | None, append: str) -> list[str]:
+    command = [spec.binary, "-M", spec.machine, "-cpu", spec.cpu, "-m", str(spec.mem_mib),
+               "-smp", str(spec.smp), "-nographic", "-serial", "stdio", "-monitor", "none", "-no-reboot",
+               "-kernel", str(kernel), "-initrd", str(initrd), "-append", append]
+    return [*command, "-dtb", str(dtb)] if dtb is not None else command
+
+
+class QemuTransport:
+    """Boot a kernel in QEMU with an initramfs holding the pushed files; talk over the serial console."""
+
+    def __init__(self, spec: QemuSpec, kernel_image: Path, busybox: Path, work_dir: Path, *,
+                 dtb: Path | None = None, extra_append: str = "", timeouts: QemuTimeouts = QemuTimeouts(),
+                 cache_dir: Path = DEFAULT_CACHE, log: Log = lambda _line: None) -> None:
+        self.spec, self.kernel_image, self.busybox, self.work_dir = spec, kernel_image, busybox, work_dir
+        self.dtb, self.timeouts, self.cache_dir, self.log = dtb, timeouts, cache_dir, log
+        self.append = f"{spec.append} {extra_append}".strip()
+        self._files: dict[str, Path] = {}
+        self._process: subprocess.Popen[bytes] | None = None
+        self._shell: ConsoleShell | None = None
+
+    @property
+    def console_log(self) -> Path:
+        return self.work_dir / "boot.log"
+
+    def __enter__(self) -> QemuTransport:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.power_off()
+
+    def push(self, files: Mapping[str, Path]) -> None:
+        if self._process is not None:
+            raise UserError("QemuTransport.push() adds files to the initramfs: call it before boot()")
+        for remote in files:
+            check_remote_path(remote)
+        self._files.update(files)
+
+    def boot(self) -> BootResult:
+        start = time.monotonic()
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self.console_log.write_bytes(b"")
+        initrd = build_initramfs(self.busybox, self._files, self.work_dir / "initrd.gz", self.cache_dir)
+        self.log(f"initramfs {initrd.path} ({'cached base' if initrd.base_cached else 'new base'}, "
+                 f"{initrd.elapsed_s:.2f} s)")
+        command = qemu_command(self.spec, self.kernel_image, initrd.path, self.dtb, self.append)
+        self.log(shlex.join(command))
+        self._process = start_qemu(command)
+        self._shell = ConsoleShell(QemuChannel(self._process), self.console_log)
+        try:
+            self._shell.wait_ready(self.timeouts.boot_s)
+            attempts = self._shell.handshake(max(5.0, self.timeouts.boot_s - (time.monotonic() - start)))
+            if attempts > 1:
+                self.log(f"the guest shell answered after {attempts} attempts")
+        except DeployError:
+            self.power_off()
+            raise
+        return BootResult(time.monotonic() - start)
+
+    def _ready_shell(self) -> ConsoleShell:
+        if self._shell is None or self._process is None or self._process.poll() is not None:
+            raise TransportLost("the QEMU guest is not running: call boot() first", self.console_log)
+        return self._shell
+
+    def run(self, command: str, timeout_s: float) -> CommandResult:
+        return self._ready_shell().run(command, timeout_s)
+
+    def fetch(self, remote_dir: str, local_dir: Path) -> list[Path]:
+        files = self._ready_shell().fetch_files(remote_dir, self.timeouts.fetch_s)
+        return write_tree(files, local_dir)
+
+    def power_off(self) -> None:
+        """``poweroff -f`` in the guest, wait for QEMU to exit, kill it after the deadline."""
+        process, shell = self._process, self._shell
+        if process is None or shell is None:
+            return
+        if process.poll() is None:
+            shell.send_until_closed("poweroff -f", self.timeouts.power_off_s)
+        stop_process(process, self.log)
+        shell.close()
+
+
+def start_qemu(command: list[str]) -> subprocess.Popen[bytes]:
+    try:
+        return subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    except OSError as err:
+        raise InfraError(f"cannot start {command[0]}: {err.strerror}; install qemu-system-arm") from err
+
+
+def stop_process(process: subprocess.Popen[bytes], log: Log) -> None:
+    try:
+        process.wait(timeout=2.0)
+    except subprocess.TimeoutExpired:
+        log(f"QEMU (pid {process.pid}) still running after power-off: killing it")
+        process.kill()
+        process.wait()
+    for stream in (process.stdin, process.stdout):
+        if stream is not None:
+            with contextlib.suppress(OSError):
+                stream.close()
+
+
+def write_tree(files: Mapping[str, bytes], local_dir: Path) -> list[Path]:
+    """Write ``files`` (relative path -> bytes) under ``local_dir``; refuse paths that escape it."""
+    written = []
+    for name, data in sorted(files.items()):
+        relative = PurePosixPath(name)
+        if relative.is_absolute() or ".." in relative.parts:
+            raise TransportLost(f"the guest sent an unsafe file name {name!r}")
+        target = local_dir.joinpath(*relative.parts)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+        written.append(target)
+    return written
