@@ -1,0 +1,67 @@
+"""Host-side bundle writing (docs/contracts.md section 2): ktap/M.ktap from dmesg.txt, ko/M.ko, boot.log."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+from analysis.parsers.ktap import extract_module_ktap
+from kit.errors import InfraError, ParseError
+
+
+def module_name(ko: Path) -> str:
+    """The name the guest plan uses for a module file: its stem (``kit_vmalloc.ko`` -> ``kit_vmalloc``)."""
+    return ko.name.removesuffix(".ko")
+
+
+def write_ktap_files(bundle_dir: Path, modules: Sequence[str]) -> list[Path]:
+    """``ktap/M.ktap`` for every module with a ``kit: begin M`` marker in ``dmesg.txt``.
+
+    A module never begun (the guest died before it) gets no file: missing means "not checked".
+    """
+    dmesg_path = bundle_dir / "dmesg.txt"
+    if not dmesg_path.is_file():
+        return []
+    dmesg = dmesg_path.read_text(errors="replace")
+    written = []
+    for module in modules:
+        try:
+            ktap = extract_module_ktap(dmesg, module, str(dmesg_path))
+        except ParseError:
+            continue
+        written.append(_write(bundle_dir / "ktap" / f"{module}.ktap", ktap.encode()))
+    return written
+
+
+def copy_modules(bundle_dir: Path, modules: Sequence[Path]) -> list[Path]:
+    """``ko/M.ko``: the exact binaries pushed to the guest."""
+    return [_copy(ko, bundle_dir / "ko" / ko.name) for ko in modules]
+
+
+def copy_console_log(console_log: Path, bundle_dir: Path) -> Path:
+    """``boot.log``: the console as received (skipped when the transport already logs there)."""
+    target = bundle_dir / "boot.log"
+    if target.exists() and console_log.exists() and target.samefile(console_log):
+        return target
+    if not console_log.exists():
+        return _write(target, b"")
+    return _copy(console_log, target)
+
+
+def _write(path: Path, data: bytes) -> Path:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    except OSError as err:
+        raise InfraError(f"cannot write {path}: {err.strerror}") from err
+    return path
+
+
+def _copy(source: Path, target: Path) -> Path:
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+    except OSError as err:
+        raise InfraError(f"cannot copy {source} to {target}: {err.strerror}") from err
+    return target

@@ -1,0 +1,119 @@
+"""One collection run: push the modules and the guest plan, boot, run the plan, fetch the bundle.
+
+The result is a bundle directory (docs/contracts.md section 2). On any failure the files received so
+far are still written (boot.log, ko/, and whatever the guest output directory held if its shell
+still answers), the guest is powered off, and the error is re-raised with a note naming the
+partial bundle (``err.partial_bundle`` on a DeployError).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from deploy.base import Transport
+from deploy.bundle_io import copy_console_log, copy_modules, module_name, write_ktap_files
+from deploy.errors import CommandTimeout, DeployError, GuestCrashed, TransportLost
+from deploy.initramfs import GUEST_DIR
+from kit.errors import InfraError, KitError, UserError
+
+GUEST_PLAN = "/kit/kitrun.sh"
+GUEST_MODULES = "/kit/modules"
+GUEST_OUT = "/kit/out"
+T = TypeVar("T")
+PLAN_BASE_TIMEOUT_S = 60.0
+PLAN_TIMEOUT_PER_MODULE_S = 60.0
+
+
+@dataclass(frozen=True)
+class CollectResult:
+    """A complete bundle: where, which files, and how long each phase took."""
+
+    bundle_dir: Path
+    files: tuple[Path, ...]
+    boot_s: float
+    plan_s: float
+    fetch_s: float
+    total_s: float
+
+
+def guest_files(modules: Sequence[Path]) -> dict[str, Path]:
+    names = [module_name(ko) for ko in modules]
+    if len(set(names)) != len(names):
+        raise UserError(f"module names must be unique: {', '.join(names)}")
+    files = {f"{GUEST_MODULES}/{ko.name}": ko for ko in modules}
+    files[GUEST_PLAN] = GUEST_DIR / "kitrun.sh"
+    return files
+
+
+def plan_command(modules: Sequence[Path]) -> str:
+    names = " ".join(module_name(ko) for ko in modules)
+    return f"sh {GUEST_PLAN} {GUEST_OUT} {GUEST_MODULES} {names}"
+
+
+def collect_bundle(transport: Transport, modules: Sequence[Path], bundle_dir: Path,
+                   log: Callable[[str], None]) -> CollectResult:
+    """Boot ``transport`` with ``modules``, run the plan, and write the bundle into ``bundle_dir``."""
+    if not modules:
+        raise UserError("no modules to load: build them first")
+    start = time.monotonic()
+    bundle_dir.mkdir(parents=True, exist_ok=True)
+    files: list[Path] = copy_modules(bundle_dir, modules)
+    phase = _Phases(log)
+    try:
+        transport.push(guest_files(modules))
+        phase.run("boot", transport.boot)
+        timeout = PLAN_BASE_TIMEOUT_S + PLAN_TIMEOUT_PER_MODULE_S * len(modules)
+        result = phase.run("plan", lambda: transport.run(plan_command(modules), timeout))
+        if result.exit_status != 0:
+            raise InfraError(f"the guest plan failed (exit {result.exit_status}): {result.output.strip()[:300]}")
+        files += phase.run("fetch", lambda: transport.fetch(GUEST_OUT, bundle_dir))
+        files += write_ktap_files(bundle_dir, [module_name(ko) for ko in modules])
+    except KitError as err:
+        files += _salvage(transport, err, bundle_dir, modules, log)
+        _mark_partial(err, bundle_dir)
+        raise
+    finally:
+        transport.power_off()
+        files.append(copy_console_log(transport.console_log, bundle_dir))
+    total = time.monotonic() - start
+    log(f"bundle {bundle_dir}: {len(files)} files in {total:.1f} s")
+    return CollectResult(bundle_dir, tuple(files), phase.times.get("boot", 0.0), phase.times.get("plan", 0.0),
+                         phase.times.get("fetch", 0.0), total)
+
+
+class _Phases:
+    """Times each phase and logs it."""
+
+    def __init__(self, log: Callable[[str], None]) -> None:
+        self.log = log
+        self.times: dict[str, float] = {}
+
+    def run(self, name: str, action: Callable[[], T]) -> T:
+        start = time.monotonic()
+        value = action()
+        self.times[name] = time.monotonic() - start
+        self.log(f"{name}: {self.times[name]:.2f} s")
+        return value
+
+
+def _salvage(transport: Transport, err: KitError, bundle_dir: Path, modules: Sequence[Path],
+             log: Callable[[str], None]) -> list[Path]:
+    """Fetch what the guest wrote so far, unless its shell is gone or busy (crash, timeout)."""
+    if isinstance(err, GuestCrashed | TransportLost | CommandTimeout | UserError):
+        return []
+    try:
+        files = transport.fetch(GUEST_OUT, bundle_dir)
+    except KitError as again:
+        log(f"could not fetch the partial output: {again}")
+        return []
+    return files + write_ktap_files(bundle_dir, [module_name(ko) for ko in modules])
+
+
+def _mark_partial(err: KitError, bundle_dir: Path) -> None:
+    if isinstance(err, DeployError):
+        err.partial_bundle = bundle_dir
+    err.add_note(f"partial bundle kept in {bundle_dir} (boot.log has the console)")
