@@ -133,7 +133,7 @@ class QemuTransport:
             if attempts > 1:
                 self.log(f"the guest shell answered after {attempts} attempts")
         except DeployError:
-            self.power_off()
+            self._stop(graceful=False)  # no shell to ask: kill QEMU at once, keep the log
             raise
         return BootResult(time.monotonic() - start)
 
@@ -151,12 +151,15 @@ class QemuTransport:
 
     def power_off(self) -> None:
         """``poweroff -f`` in the guest, wait for QEMU to exit, kill it after the deadline."""
+        self._stop(graceful=True)
+
+    def _stop(self, graceful: bool) -> None:
         process, shell = self._process, self._shell
         if process is None or shell is None:
             return
-        if process.poll() is None:
+        if graceful and process.poll() is None:
             shell.send_until_closed("poweroff -f", self.timeouts.power_off_s)
-        stop_process(process, self.log)
+        stop_process(process, self.log, wait_s=2.0 if graceful else 0.0)
         shell.close()
 
 
@@ -168,11 +171,12 @@ def start_qemu(command: list[str]) -> subprocess.Popen[bytes]:
         raise InfraError(f"cannot start {command[0]}: {err.strerror}; install qemu-system-arm") from err
 
 
-def stop_process(process: subprocess.Popen[bytes], log: Log) -> None:
+def stop_process(process: subprocess.Popen[bytes], log: Log, wait_s: float) -> None:
+    """Wait ``wait_s`` for ``process`` to exit, then kill it (it is our own child, by pid)."""
     try:
-        process.wait(timeout=2.0)
+        process.wait(timeout=wait_s)
     except subprocess.TimeoutExpired:
-        log(f"QEMU (pid {process.pid}) still running after power-off: killing it")
+        log(f"killing QEMU (pid {process.pid})")
         process.kill()
         process.wait()
     for stream in (process.stdin, process.stdout):
