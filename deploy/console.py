@@ -139,8 +139,8 @@ class ConsoleShell:
                 self._closed = True
                 return
             self._log.write(chunk)
+            self._log.flush()
             self._history += chunk
-        self._log.flush()
 
     def _raise_dead(self, what: str) -> NoReturn:
         crashed = PANIC.search(self._history) or OOPS.search(self._history)
