@@ -22,28 +22,11 @@ from deploy.base import BootResult, CommandResult
 from deploy.console import ChannelClosed, ConsoleShell
 from deploy.errors import DeployError, TransportLost
 from deploy.initramfs import build_initramfs, check_remote_path
+from kbuild.targets import QemuSpec
 from kit.errors import InfraError, UserError
 
 Log = Callable[[str], None]
 DEFAULT_CACHE = Path.home() / ".cache" / "kmodkit" / "initramfs"
-
-
-@dataclass(frozen=True)
-class QemuSpec:
-    """The ``[qemu]`` table of a target (kbuild/targets/*.toml)."""
-
-    binary: str = "qemu-system-arm"
-    machine: str = "virt"
-    cpu: str = "cortex-a15"
-    mem_mib: int = 1024
-    smp: int = 1
-    append: str = "console=ttyAMA0 panic=-1"
-
-    @classmethod
-    def from_table(cls, table: Mapping[str, object]) -> QemuSpec:
-        """Build from a target's ``[qemu]`` table; unknown keys (apt_packages, console) are ignored."""
-        known = {k: table[k] for k in ("binary", "machine", "cpu", "mem_mib", "smp", "append") if k in table}
-        return cls(**known)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)

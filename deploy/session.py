@@ -55,8 +55,11 @@ def plan_command(modules: Sequence[Path]) -> str:
 
 
 def collect_bundle(transport: Transport, modules: Sequence[Path], bundle_dir: Path,
-                   log: Callable[[str], None]) -> CollectResult:
-    """Boot ``transport`` with ``modules``, run the plan, and write the bundle into ``bundle_dir``."""
+                   log: Callable[[str], None], plan_timeout_s: float | None = None) -> CollectResult:
+    """Boot ``transport`` with ``modules``, run the plan, and write the bundle into ``bundle_dir``.
+
+    ``plan_timeout_s`` bounds the whole guest plan (default: a base plus a minute per module).
+    """
     if not modules:
         raise UserError("no modules to load: build them first")
     start = time.monotonic()
@@ -66,7 +69,7 @@ def collect_bundle(transport: Transport, modules: Sequence[Path], bundle_dir: Pa
     try:
         transport.push(guest_files(modules))
         phase.run("boot", transport.boot)
-        timeout = PLAN_BASE_TIMEOUT_S + PLAN_TIMEOUT_PER_MODULE_S * len(modules)
+        timeout = plan_timeout_s or PLAN_BASE_TIMEOUT_S + PLAN_TIMEOUT_PER_MODULE_S * len(modules)
         result = phase.run("plan", lambda: transport.run(plan_command(modules), timeout))
         if result.exit_status != 0:
             raise InfraError(f"the guest plan failed (exit {result.exit_status}): {result.output.strip()[:300]}")
