@@ -12,10 +12,14 @@ import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+from analysis.verify.check import Check
+from analysis.verify.verify import verify_bundle
+from deploy.qemu import QemuTimeouts, QemuTransport
+from deploy.session import collect_bundle, guest_files
 from kbuild.kernels import KernelTree, fetch_debian_kernel, local_kernel_tree
 from kbuild.make import BuiltModule, build_modules, check_vermagic
 from kbuild.render import default_specs, render_module
@@ -40,7 +44,8 @@ class RunRequest:
     dtb: Path | None = None
     results_root: Path = REPO / "results"
     generated_root: Path = REPO / "generated"
-    boot_timeout_s: float = 180.0
+    boot_timeout_s: float = 120.0
+    plan_timeout_s: float = 300.0
 
     @property
     def memory_mib(self) -> int:
@@ -151,15 +156,105 @@ def finish(outcome: RunOutcome, verdict: Verdict) -> RunOutcome:
 
 
 def error_verdict(request: RunRequest, tree: KernelTree | None, err: KitError,
-                  checks: Sequence[object] = ()) -> Verdict:
-    from analysis.verify.check import Check
-
+                  checks: Sequence[Check] = ()) -> Verdict:
     return Verdict(
         target=request.target.name,
         arch=request.target.arch,
         release=tree.release if tree else None,
         version=tree.version if tree else None,
-        checks=[c for c in checks if isinstance(c, Check)],
+        checks=list(checks),
         run_error=str(err),
         log_excerpt=excerpt_of(err),
     )
+
+
+class RunSession:
+    """build -> deploy -> run for one request; each step done once and reused by the next.
+
+    ``invoke build deploy run`` calls the three in turn; ``invoke run`` alone does all of them.
+    """
+
+    def __init__(self, request: RunRequest, log: Log) -> None:
+        self.request = request
+        self.log = log
+        self.outcome = RunOutcome()
+        self._tree: KernelTree | None = None
+        self._built: list[BuiltModule] | None = None
+        self._transport: QemuTransport | None = None
+        self._modules: list[Path] | None = None
+        self._pushed: dict[str, Path] = {}
+
+    def kernel(self) -> KernelTree:
+        if self._tree is None:
+            with phase(self.outcome, "kernel", self.log):
+                self._tree = get_kernel(self.request, self.log)
+        return self._tree
+
+    def build(self) -> list[BuiltModule]:
+        if self._built is None:
+            tree = self.kernel()
+            with phase(self.outcome, "build", self.log):
+                self._built = build_test_modules(self.request, tree, self.log)
+        return self._built
+
+    def modules(self) -> list[Path]:
+        """What the guest loads, in the contract's order, then the user's modules."""
+        if self._modules is None:
+            built = [b.ko for b in self.build()]
+            self._modules = built + check_user_modules(self.request, self.kernel())
+        return self._modules
+
+    def deploy(self) -> dict[str, Path]:
+        """QEMU: stage the modules and the guest runner into the initramfs (built at boot)."""
+        if self._transport is None:
+            tree = self.kernel()
+            if tree.busybox is None:
+                raise UserError(f"no static busybox for {tree.release}: give --kdir a tree with one, or use a "
+                                "Debian target (busybox-static is fetched with the kernel)")
+            spec = replace(self.request.target.qemu, mem_mib=self.request.memory_mib)
+            work = self.request.generated_root / self.request.target.name / "qemu"
+            with phase(self.outcome, "deploy", self.log):
+                transport = QemuTransport(spec, tree.image, tree.busybox, work, dtb=tree.dtb or self.request.dtb,
+                                          extra_append=self.request.append,
+                                          timeouts=QemuTimeouts(boot_s=self.request.boot_timeout_s),
+                                          log=self.log)
+                files = guest_files(self.modules())
+                transport.push(files)
+            self._transport = transport
+            self._pushed = files
+        return self._pushed
+
+    def run(self) -> RunOutcome:
+        """Boot, run the plan, collect the bundle, verify it; a run error still writes its verdict."""
+        tree: KernelTree | None = None
+        try:
+            tree = self.kernel()
+            self.deploy()
+            assert self._transport is not None
+            bundle = new_bundle_dir(self.request)
+            self.outcome.bundle_dir = bundle
+            write_target_facts(self.request, tree, guest_cmdline(self.request), bundle)
+            with phase(self.outcome, "collect", self.log):
+                collect_bundle(self._transport, self.modules(), bundle, self.log,
+                               plan_timeout_s=self.request.plan_timeout_s)
+            with phase(self.outcome, "verify", self.log):
+                result = verify_bundle(bundle)
+            verdict = Verdict(self.request.target.name, self.request.target.arch, tree.release, tree.version,
+                              result.checks, extra={"phases": self._phase_json()})
+        except KitError as err:
+            verdict = error_verdict(self.request, tree, err, self._partial_checks())
+        return finish(self.outcome, verdict)
+
+    def _partial_checks(self) -> list[Check]:
+        """What the partial bundle still proves (modules that finished before the crash)."""
+        bundle = self.outcome.bundle_dir
+        if bundle is None:
+            return []
+        try:
+            return verify_bundle(bundle).checks
+        except KitError as err:
+            self.log(f"partial bundle not checkable: {err}")
+            return []
+
+    def _phase_json(self) -> list[dict[str, object]]:
+        return [{"name": p.name, "status": p.status, "elapsed_s": round(p.elapsed_s, 3)} for p in self.outcome.phases]

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from analysis.model.allocator import Placement, VmallocModel, VmallocRequest, rules_for
+from analysis.model.allocator import Placement, VmallocModel, VmallocRequest, nested_pages_array, rules_for
 from analysis.model.layout_arm import ArmLayout
 from analysis.parsers import VmallocEntry
 from analysis.verify.check import Check, compare, compare_address
@@ -74,27 +74,27 @@ def _model_before(busy_lines: Sequence[VmallocEntry], later: set[int], vstart: i
     return VmallocModel.from_snapshot(busy, vstart, vend, rules_for(version))
 
 
-def _claimed_starts(steps: Sequence[Step], own: Sequence[VmallocEntry], from_index: int) -> set[int]:
-    """Start addresses of the module's areas made by request ``from_index`` or later.
+def _owners(steps: Sequence[Step], own: Sequence[VmallocEntry], pointer_size: int = 4) -> dict[int, int]:
+    """Start address -> index of the step that made it.
 
-    A reported address is the area itself; an own area that no step reported (a nested page array)
-    belongs to the step it follows in address order, which is how first fit places it (§2.1).
+    A reported address is the step's own area. An own area no step reported is a nested page array
+    (__vmalloc_area_node): it belongs to the step whose array has exactly its size. First fit puts the
+    array in the lowest hole that fits, not necessarily next to its parent, so the size decides.
     """
-    reported = {s.reported for s in steps if s.reported is not None}
-    owners: dict[int, int] = {}
+    owners = {s.reported: i for i, s in enumerate(steps) if s.reported is not None}
+    arrays: list[tuple[int, int]] = []  # (va size, step index) of every expected nested array
     for index, step in enumerate(steps):
-        if step.reported is not None:
-            owners[step.reported] = index
-    claimed = set()
+        nested = nested_pages_array(step.request.nr_pages, pointer_size) if step.request.vm_alloc else None
+        if nested is not None:
+            arrays.append((nested.va_size(), index))
     for entry in own:
-        owner = owners.get(entry.start)
-        if owner is None and entry.start not in reported:
-            below = [(s.reported, i) for i, s in enumerate(steps) if s.reported is not None
-                     and s.reported < entry.start]
-            owner = max(below)[1] if below else len(steps)
-        if owner is not None and owner >= from_index:
-            claimed.add(entry.start)
-    return claimed
+        if entry.start in owners:
+            continue
+        match = next((pair for pair in arrays if pair[0] == entry.size), None)
+        if match is not None:
+            arrays.remove(match)
+            owners[entry.start] = match[1]
+    return owners
 
 
 def replay_checks(family: str, module: str, steps: Sequence[Step], before: Sequence[VmallocEntry],
@@ -104,8 +104,10 @@ def replay_checks(family: str, module: str, steps: Sequence[Step], before: Seque
     busy = busy_while_held(before, during)
     vstart, vend = layout.VMALLOC_START, layout.VMALLOC_END
     checks: list[Check] = []
+    owners = _owners(steps, own)
     for index, step in enumerate(steps):
-        model = _model_before(busy, _claimed_starts(steps, own, index), vstart, vend, version)
+        later = {start for start, owner in owners.items() if owner >= index}
+        model = _model_before(busy, later, vstart, vend, version)
         placement = model.alloc(step.request)
         predicted = placement.start if placement else None
         checks.append(compare_address(f"{module}.{step.case}.address", family, predicted, step.reported,
