@@ -3,24 +3,23 @@
 Each boot runs a busybox /init that prints /proc/meminfo; VmallocTotal and HighTotal must equal the
 model for the same version, RAM size and command line. `vmalloc=300M` separates the eras: 5.10's
 old early_vmalloc gives 296 MiB, 6.1/6.12's vmalloc_size gives 304 MiB (spec §1.5). `mem=` checks
-ARM's early_mem. Slow (a few seconds per boot, TCG): marked e2e.
+ARM's early_mem. Slow (a few seconds per boot, TCG): marked e2e. The kernels are the targets' Debian
+kernels from the kit's cache (tests/conftest.py); the model is asked about the version actually booted.
 """
 
 from __future__ import annotations
 
 import gzip
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from analysis.model.banner import model_layout
+from kbuild.kernels import KernelTree
+from tests.conftest import SERIES, debian_busybox, debian_kernel, debian_target, qemu_binary
 
 pytestmark = pytest.mark.e2e
-
-KERNELS = {"5.10.223": Path("/tmp/kernels/5.10"), "6.1.176": Path("/tmp/kernels/6.1"),
-           "6.12.95": Path("/tmp/kernels/6.12")}
 INIT = b"""#!/bin/busybox sh
 /bin/busybox mount -t proc proc /proc
 /bin/busybox echo KIT-MEMINFO-BEGIN
@@ -39,8 +38,8 @@ def _newc_entry(name: str, mode: int, data: bytes = b"", rdev: tuple[int, int] =
     return pad(header + name.encode() + b"\0") + pad(data)
 
 
-def build_initrd(kernel_dir: Path, out: Path) -> Path:
-    busybox = (kernel_dir / "bin" / "busybox").read_bytes()
+def build_initrd(busybox_path: Path, out: Path) -> Path:
+    busybox = busybox_path.read_bytes()
     blob = b"".join([
         _newc_entry("bin", 0o040755), _newc_entry("proc", 0o040755), _newc_entry("dev", 0o040755),
         _newc_entry("dev/console", 0o020600, rdev=(5, 1)),
@@ -51,11 +50,11 @@ def build_initrd(kernel_dir: Path, out: Path) -> Path:
     return out
 
 
-def boot_meminfo(kernel_dir: Path, initrd: Path, mem_mib: int, cmdline: str) -> dict[str, int]:
-    vmlinuz = next((kernel_dir / "boot").glob("vmlinuz-*"))
-    command = ["qemu-system-arm", "-M", "virt", "-m", str(mem_mib), "-nographic", "-no-reboot",
-               "-kernel", str(vmlinuz), "-initrd", str(initrd),
-               "-append", f"console=ttyAMA0 panic=-1 {cmdline}".strip()]
+def boot_meminfo(series: str, tree: KernelTree, initrd: Path, mem_mib: int, cmdline: str) -> dict[str, int]:
+    qemu = debian_target(series).qemu
+    command = [qemu_binary(series), "-M", qemu.machine, "-cpu", qemu.cpu, "-m", str(mem_mib), "-nographic",
+               "-no-reboot", "-kernel", str(tree.image), "-initrd", str(initrd),
+               "-append", f"console={qemu.console} panic=-1 {cmdline}".strip()]
     result = subprocess.run(command, capture_output=True, timeout=180, check=False)
     console = result.stdout.decode(errors="replace")
     if "KIT-MEMINFO-END" not in console:
@@ -69,18 +68,17 @@ def boot_meminfo(kernel_dir: Path, initrd: Path, mem_mib: int, cmdline: str) -> 
     return values
 
 
-CASES = [(version, mem, cmdline) for version in KERNELS
+CASES = [(series, mem, cmdline) for series in SERIES
          for mem, cmdline in [(1024, "vmalloc=300M"), (1024, "mem=600M"), (512, "")]]
 
 
-@pytest.mark.skipif(shutil.which("qemu-system-arm") is None, reason="qemu-system-arm not installed")
-@pytest.mark.parametrize(("version", "mem_mib", "cmdline"), CASES)
-def test_meminfo_matches_model(tmp_path: Path, version: str, mem_mib: int, cmdline: str) -> None:
-    kernel_dir = KERNELS[version]
-    if not kernel_dir.is_dir():
-        pytest.skip(f"{kernel_dir} missing: fetch the Debian armmp kernel first")
-    meminfo = boot_meminfo(kernel_dir, build_initrd(kernel_dir, tmp_path / "initrd.gz"), mem_mib, cmdline)
-    layout = model_layout("arm", version, f"{mem_mib}M", cmdline=cmdline)
+@pytest.mark.parametrize(("series", "mem_mib", "cmdline"), CASES)
+def test_meminfo_matches_model(tmp_path: Path, series: str, mem_mib: int, cmdline: str) -> None:
+    tree = debian_kernel(series)
+    initrd = build_initrd(debian_busybox(series), tmp_path / "initrd.gz")
+    meminfo = boot_meminfo(series, tree, initrd, mem_mib, cmdline)
+    assert tree.version.startswith(f"{series}.")
+    layout = model_layout("arm", tree.version, f"{mem_mib}M", cmdline=cmdline)
     assert meminfo["VmallocTotal"] == layout.VmallocTotal_kB
     # HighTotal counts managed pages: equal to the raw highmem RAM when no boot reservation lands there.
     assert meminfo["HighTotal"] == layout.highmem_bytes // 1024

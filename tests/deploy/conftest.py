@@ -1,63 +1,50 @@
-"""Fixtures for the deploy tests: the Debian kernel trees in /tmp/kernels and module builds."""
+"""Fixtures for the deploy tests: the targets' Debian kernels (from the kit's cache) and module builds."""
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
-from deploy.qemu import QemuSpec, QemuTimeouts, QemuTransport
+from deploy.qemu import QemuTimeouts, QemuTransport
+from kbuild.kernels import KernelTree
+from kbuild.make import build_module_dir
+from kbuild.targets import Target
+from tests.conftest import debian_busybox, debian_kernel, debian_target, qemu_binary, target_toolchain
 
 DATA = Path(__file__).parent / "data"
-KERNELS = Path("/tmp/kernels")
-RELEASES = {"5.10": "5.10.0-32-armmp", "6.1": "6.1.0-50-armmp", "6.12": "6.12.95+deb12-armmp"}
-APPEND = "console=ttyAMA0 panic=-1 oops=panic"  # kbuild/targets/arm-*.toml [qemu] append
 
 
 @dataclass(frozen=True)
 class Kernel:
     series: str
-    release: str
-
-    @property
-    def root(self) -> Path:
-        return KERNELS / self.series
+    target: Target
+    tree: KernelTree
+    busybox: Path
 
     @property
     def image(self) -> Path:
-        return self.root / "boot" / f"vmlinuz-{self.release}"
+        return self.tree.image
 
-    @property
-    def busybox(self) -> Path:
-        return self.root / "bin" / "busybox"
-
-    @property
-    def headers(self) -> Path:
-        return self.root / "usr" / "src" / f"linux-headers-{self.release}"
-
-    def transport(self, work_dir: Path, append: str = APPEND, boot_s: float = 60.0) -> QemuTransport:
-        return QemuTransport(QemuSpec(append=append), self.image, self.busybox, work_dir,
+    def transport(self, work_dir: Path, append: str | None = None, boot_s: float = 60.0) -> QemuTransport:
+        """A QEMU transport with the target's own QEMU spec; ``append`` replaces its command line."""
+        spec = self.target.qemu if append is None else dataclasses.replace(self.target.qemu, append=append)
+        return QemuTransport(spec, self.image, self.busybox, work_dir, dtb=self.tree.dtb,
                              timeouts=QemuTimeouts(boot_s=boot_s), cache_dir=work_dir.parent / "initramfs-cache")
 
 
 def kernel(series: str) -> Kernel:
-    found = Kernel(series, RELEASES[series])
-    if not found.image.is_file():
-        pytest.fail(f"kernel tree missing: {found.image} (the e2e tests need the Debian trees in {KERNELS})")
-    return found
+    """The ``arm-<series>`` target with its Debian kernel; fails the test when it cannot be had."""
+    qemu_binary(series)
+    return Kernel(series, debian_target(series), debian_kernel(series), debian_busybox(series))
 
 
 def build_module(kern: Kernel, source_dir: Path, out_dir: Path) -> Path:
-    """Build the module in ``source_dir`` against ``kern`` (real Kbuild, cross gcc-12); the .ko path."""
+    """Build the module in ``source_dir`` against ``kern`` (real Kbuild, the target's toolchain); the .ko."""
     shutil.copytree(source_dir, out_dir)
-    subprocess.run(["make", "-s", "-C", str(kern.headers), f"M={out_dir}", "ARCH=arm",
-                    "CROSS_COMPILE=arm-linux-gnueabihf-", "CC=arm-linux-gnueabihf-gcc-12", "modules"],
-                   check=True, capture_output=True)
-    (ko,) = out_dir.glob("*.ko")
-    return ko
+    (built,) = build_module_dir(kern.tree, target_toolchain(kern.series), out_dir)
+    return built.ko
 
 
 def data_text(name: str) -> bytes:

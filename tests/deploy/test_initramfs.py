@@ -10,8 +10,7 @@ import pytest
 
 from deploy.initramfs import build_initramfs, cpio_newc, directory, overlay_entries, regular_file
 from kit.errors import UserError
-
-BUSYBOX = Path("/tmp/kernels/6.1/bin/busybox")
+from tests.conftest import debian_busybox
 
 
 def cpio_listing(archive: bytes) -> list[str]:
@@ -39,13 +38,12 @@ def test_cpio_members_are_read_back_by_gnu_cpio() -> None:
 
 
 def test_build_reuses_the_base_and_puts_pushed_files_in_the_overlay(tmp_path: Path) -> None:
-    if not BUSYBOX.is_file():
-        pytest.fail(f"{BUSYBOX} missing: the deploy tests need the Debian kernel trees")
+    busybox = debian_busybox("6.1")  # the arm-6.1 target's busybox-static, fetched with its kernel
     module = tmp_path / "m.ko"
     module.write_bytes(b"first")
-    first = build_initramfs(BUSYBOX, {"/kit/modules/m.ko": module}, tmp_path / "a.gz", tmp_path / "cache")
+    first = build_initramfs(busybox, {"/kit/modules/m.ko": module}, tmp_path / "a.gz", tmp_path / "cache")
     module.write_bytes(b"second version")
-    second = build_initramfs(BUSYBOX, {"/kit/modules/m.ko": module}, tmp_path / "b.gz", tmp_path / "cache")
+    second = build_initramfs(busybox, {"/kit/modules/m.ko": module}, tmp_path / "b.gz", tmp_path / "cache")
     assert (first.base_cached, second.base_cached) == (False, True)
 
     base, overlay = members(second.path.read_bytes())

@@ -1,19 +1,22 @@
-"""Load every rendered module on a real kernel in QEMU and check each KTAP case reports ok."""
+"""Load every rendered module on a real kernel in QEMU and check each KTAP case reports ok.
+
+The kernels are the targets' Debian kernels from the kit's cache (tests/conftest.py); modules are built
+with kbuild.make and the target's toolchain, the guest is booted with the target's QEMU machine.
+"""
 
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from kbuild.make import build_modules
 from kbuild.render import default_specs, render_module
+from tests.conftest import SERIES, debian_busybox, debian_kernel, debian_target, qemu_binary, target_toolchain
 from tests.render.initramfs import build_initramfs
-from tests.render.test_compile import CC, CROSS_COMPILE, KERNELS_ROOT, SERIES, _headers_dir
 
-QEMU = "qemu-system-arm"
 LINE = re.compile(r"^\[\s*\d+\.\d+\] (kit_\w+): (.*)$")
 # Cases that cannot run on a Debian armmp kernel, and why (expected SKIPs; anything else must pass).
 EXPECTED_SKIPS = {
@@ -23,26 +26,17 @@ EXPECTED_SKIPS = {
 
 
 def _build(series: str, out: Path) -> list[Path]:
-    kdir = _headers_dir(series)
-    kos = []
-    for spec in default_specs():
-        module_dir = render_module(spec, out)
-        cmd = ["make", "-s", "-C", str(kdir), f"M={module_dir}", "ARCH=arm",
-               f"CROSS_COMPILE={CROSS_COMPILE}", f"CC={CC}", "modules"]  # fmt: skip
-        subprocess.run(cmd, capture_output=True, check=True, timeout=300)
-        kos.append(module_dir / f"{spec.name}.ko")
-    return kos
+    module_dirs = [render_module(spec, out) for spec in default_specs()]
+    built = build_modules(debian_kernel(series), target_toolchain(series), module_dirs)
+    return [module.ko for module in built]
 
 
 def _boot(series: str, initrd: Path) -> str:
-    images = sorted((KERNELS_ROOT / series / "boot").glob("vmlinuz-*"))
-    busybox = KERNELS_ROOT / series / "bin" / "busybox"
-    if not images or shutil.which(QEMU) is None:
-        pytest.skip(f"need {KERNELS_ROOT}/{series}/boot/vmlinuz-* and {QEMU} on PATH")
-    cmd = [QEMU, "-M", "virt", "-cpu", "cortex-a15", "-m", "1024", "-nographic", "-no-reboot",
-           "-kernel", str(images[0]), "-initrd", str(initrd),
-           "-append", "console=ttyAMA0 panic=-1 quiet"]  # fmt: skip
-    assert busybox.is_file()
+    qemu = debian_target(series).qemu
+    cmd = [qemu_binary(series), "-M", qemu.machine, "-cpu", qemu.cpu, "-m", str(qemu.mem_mib),
+           "-smp", str(qemu.smp), "-nographic", "-no-reboot",
+           "-kernel", str(debian_kernel(series).image), "-initrd", str(initrd),
+           "-append", f"console={qemu.console} panic=-1 quiet"]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=180, check=False)
     return done.stdout
 
@@ -61,8 +55,7 @@ def _ktap_by_module(console: str) -> dict[str, list[str]]:
 @pytest.mark.parametrize("series", SERIES)
 def test_every_case_passes_in_qemu(series: str, tmp_path: Path) -> None:
     kos = _build(series, tmp_path / "gen")
-    busybox = KERNELS_ROOT / series / "bin" / "busybox"
-    console = _boot(series, build_initramfs(busybox, kos, tmp_path / "initrd.gz"))
+    console = _boot(series, build_initramfs(debian_busybox(series), kos, tmp_path / "initrd.gz"))
     for spec in default_specs():
         assert f"STATUS {spec.name} insmod=0 rmmod=0" in console, console[-3000:]
     ktap = _ktap_by_module(console)

@@ -1,0 +1,68 @@
+"""The real Debian kernels every kernel-needing test uses, obtained the way CI has them.
+
+CI runs ``invoke setup --all`` first, which fetches the three targets' kernels into the kit's cache
+(``~/.cache/kmodkit``) with ``kbuild.kernels.fetch_debian_kernel``; here the same call returns the
+cached tree at once (a cold cache downloads it). A kernel or toolchain that cannot be had FAILS the
+test with the reason (never a skip: CI must notice).
+"""
+
+from __future__ import annotations
+
+import functools
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from kbuild.kernels import KernelTree, fetch_debian_kernel
+from kbuild.targets import Target, load_target
+from kbuild.toolchain import Toolchain, find_toolchain
+from kit.errors import KitError
+
+SERIES = ("5.10", "6.1", "6.12")  # kbuild/targets/arm-<series>.toml
+
+
+def debian_target(series: str) -> Target:
+    """The kit's target for a Debian armmp series, e.g. ``arm-6.1``."""
+    return load_target(f"arm-{series}")
+
+
+@functools.cache
+def debian_kernel(series: str) -> KernelTree:
+    """The target's Debian kernel from the kit's cache (fetched on a cold cache), once per session."""
+    name = f"arm-{series}"
+    try:
+        return fetch_debian_kernel(load_target(name))
+    except KitError as error:
+        pytest.fail(f"cannot get the Debian kernel of {name} (run `invoke setup --all`): {error}", pytrace=False)
+
+
+def debian_busybox(series: str) -> Path:
+    """The static busybox fetched with the target's kernel (for initramfs images)."""
+    busybox = debian_kernel(series).busybox
+    if busybox is None or not busybox.is_file():
+        pytest.fail(f"the arm-{series} kernel tree has no busybox ({busybox}): run `invoke setup --all`")
+    return busybox
+
+
+def target_toolchain(series: str) -> Toolchain:
+    """The cross toolchain the target names, or a failure saying which packages to install."""
+    try:
+        return find_toolchain(debian_target(series))
+    except KitError as error:
+        pytest.fail(f"no toolchain for arm-{series}: {error}", pytrace=False)
+
+
+def qemu_binary(series: str) -> str:
+    """The target's QEMU binary on PATH, or a failure (CI installs it with `invoke setup`)."""
+    binary = debian_target(series).qemu.binary
+    if shutil.which(binary) is None:
+        pytest.fail(f"{binary} not on PATH: run `invoke setup --all`", pytrace=False)
+    return binary
+
+
+@pytest.fixture(scope="session")
+def debian_kernels() -> Callable[[str], KernelTree]:
+    """``debian_kernels("6.1")``: the KernelTree of target ``arm-6.1`` (memoised for the session)."""
+    return debian_kernel
