@@ -239,7 +239,10 @@ def extract_module_ktap(dmesg_text: str, module: str, path: str = "dmesg") -> st
             window.append(line[len(prefix) :])
     if window is None:
         raise ParseError(path, None, f"no 'kit: begin {module}' marker: the module was never loaded")
-    return "".join(f"{line}\n" for line in window)
+    # The loader prints notices with the module's prefix before init runs ("loading out-of-tree module
+    # taints kernel.", kernel/module/main.c module_augment_kernel_taints): KTAP starts at its version line.
+    start = next((i for i, line in enumerate(window) if _VERSION.fullmatch(line.strip())), 0)
+    return "".join(f"{line}\n" for line in window[start:])
 
 
 def _is_marker(line: str, marker: str) -> bool:

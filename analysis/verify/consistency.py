@@ -325,9 +325,12 @@ def _overlap(entries: Sequence[VmallocEntry]) -> tuple[VmallocEntry, str] | None
 
 
 def allowed_spans(layout: ArmLayout) -> tuple[list[Span], list[Span]]:
-    """§6.5: vmalloc area and module area; static maps anywhere from VMALLOC_START up to the fixmap."""
+    """§6.5: vmalloc area and module area; static maps anywhere from VMALLOC_START up to the fixmap, and
+    in lowmem: dma_contiguous_remap (arch/arm/mm/dma-mapping.c, 5.10/6.1/6.12) registers a CMA area that
+    lies in lowmem with iotable_init at its linear address (seen on QEMU virt with -m 768)."""
     normal = [(layout.VMALLOC_START, layout.VMALLOC_END), (layout.MODULES_VADDR, layout.MODULES_END)]
-    return normal, [*normal, (layout.VMALLOC_START, layout.FIXADDR_START)]
+    lowmem = (layout.PAGE_OFFSET, layout.high_memory)
+    return normal, [*normal, (layout.VMALLOC_START, layout.FIXADDR_START), lowmem]
 
 
 def _region_finder(layout: ArmLayout) -> Finder:
