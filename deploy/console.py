@@ -37,7 +37,7 @@ from kit.errors import UserError
 
 # Lines that mean the kernel is dying (kernel/panic.c panic(); arch/arm/kernel/traps.c die()).
 PANIC = re.compile(rb"Kernel panic - not syncing")
-OOPS = re.compile(rb"Internal error: Oops|Unable to handle kernel|BUG: |Kernel BUG at")
+OOPS = re.compile(rb"Internal error:|Unable to handle kernel|BUG: |Kernel BUG at")
 CRASH_GRACE_S = 3.0  # after a panic, keep reading this long for the rest of the trace
 EXCERPT_LINES = 60
 # Measured with QEMU 7.2 (PL011, -serial stdio) and the 6.1 armmp guest: the tail of a command line
@@ -143,7 +143,8 @@ class ConsoleShell:
             self._history += chunk
 
     def _raise_dead(self, what: str) -> NoReturn:
-        crashed = PANIC.search(self._history) or OOPS.search(self._history)
+        found = [m for m in (OOPS.search(self._history), PANIC.search(self._history)) if m is not None]
+        crashed = min(found, key=lambda m: m.start()) if found else None  # the oops comes before its panic
         if crashed:
             raise GuestCrashed(f"{what}: {first_line_at(self._history, crashed.start())}",
                                self.log_path, self.excerpt(crashed.start()))
