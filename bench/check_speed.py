@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from analysis.verify.verify import verify_bundle  # noqa: E402
+from analysis.verify.verify import verify_bundle
 
 # vmalloc=976M (the 6.1 maximum) makes the window [0xc2800000, 0xff800000): room for 124928 areas.
 CMDLINE = "console=ttyAMA0 vmalloc=976M"

@@ -22,7 +22,7 @@ from deploy.qemu import QemuTimeouts, QemuTransport
 from deploy.session import collect_bundle, guest_files
 from kbuild.kernels import KernelTree, fetch_debian_kernel, local_kernel_tree
 from kbuild.make import BuiltModule, build_modules, check_vermagic
-from kbuild.render import default_specs, render_module
+from kbuild.render import TEMPLATES_DIR, default_specs, render_module, template_environment
 from kbuild.targets import Target
 from kbuild.toolchain import find_toolchain
 from kit.errors import KitError, UserError
@@ -44,6 +44,7 @@ class RunRequest:
     dtb: Path | None = None
     results_root: Path = REPO / "results"
     generated_root: Path = REPO / "generated"
+    templates_dir: Path = TEMPLATES_DIR
     boot_timeout_s: float = 120.0
     plan_timeout_s: float = 300.0
 
@@ -94,7 +95,8 @@ def get_kernel(request: RunRequest, log: Log) -> KernelTree:
 def build_test_modules(request: RunRequest, tree: KernelTree, log: Log) -> list[BuiltModule]:
     """Render every family into generated/<target>/ and build what changed."""
     out_root = request.generated_root / request.target.name
-    dirs = [render_module(spec, out_root) for spec in default_specs(request.target, tree)]
+    env = template_environment(request.templates_dir)
+    dirs = [render_module(spec, out_root, env) for spec in default_specs(request.target, tree)]
     return build_modules(tree, find_toolchain(request.target), dirs, jobs=os.cpu_count() or 2, log=log)
 
 

@@ -22,12 +22,12 @@ cat /proc/cmdline > "$out/cmdline.txt"
 cat /proc/iomem > "$out/iomem.txt"
 cat /proc/zoneinfo > "$out/zoneinfo.txt"
 
-# sections/M.txt: "<section name> <content>" per file of /sys/module/M/sections (dot files included).
+# sections/M.txt: "<section name> <content>" per file of /sys/module/M/sections (dot files included),
+# with one grep and one sed for all of them (a process per file costs ~10 ms under TCG; the shell's
+# `read` builtin reads byte by byte, which these binary sysfs attributes answer with "0").
 dump_sections() {
-	for f in "/sys/module/$1/sections/".* "/sys/module/$1/sections/"*; do
-		[ -f "$f" ] || continue
-		echo "${f##*/} $(cat "$f")"
-	done
+	grep -H . "/sys/module/$1/sections/".* "/sys/module/$1/sections/"* 2>/dev/null |
+		sed 's#^.*/\([^/]*\):#\1 #'
 }
 
 for m in "$@"; do
