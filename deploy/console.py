@@ -29,7 +29,9 @@ from deploy.errors import (
 from deploy.framing import (
     READY_LINE,
     FramedFiles,
+    archive_command,
     begin_marker_pattern,
+    decode_archive,
     parse_framed_files,
     split_command_output,
 )
@@ -242,8 +244,13 @@ class ConsoleShell:
     def fetch_files(self, remote_dir: str, timeout_s: float) -> dict[str, bytes]:
         """Every regular file under ``remote_dir`` (relative path -> bytes), counts verified.
 
-        A file whose framing broke (a kernel line inside a line of it) is fetched once more alone.
+        First as one compressed archive; if that arrives damaged, file by file in framed blocks, where a
+        file whose framing broke (a kernel line inside a line of it) is fetched once more alone.
         """
+        status, output, _ = self.run_bytes(archive_command(remote_dir, shell_quote), timeout_s)
+        files = decode_archive(output) if status == 0 else None
+        if files:
+            return files
         status, output, _ = self.run_bytes(fetch_command(remote_dir), timeout_s)
         framed = parse_framed_files(output)
         if status != 0 and not framed.files:

@@ -14,7 +14,12 @@ interleaved with the output; they are kept apart, never mixed into a file.
 
 from __future__ import annotations
 
+import base64
+import gzip
+import io
 import re
+import tarfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 MARK = b"KIT>"
@@ -105,3 +110,30 @@ def _finish_file(result: FramedFiles, current: tuple[str, int], lines: list[byte
         result.problems[name] = f"byte count mismatch: announced {expected}, received {got}"
     else:
         result.files[name] = data
+
+
+def archive_command(remote_dir: str, quote: Callable[[str], str]) -> str:
+    """Guest shell code sending the whole directory as one gzip'd tar, base64, each line prefixed "|".
+
+    Five processes whatever the number of files, and a sixth of the bytes of the framed per-file
+    listing: the console runs at about 200 KB/s under TCG. gzip's CRC-32 proves it arrived intact.
+    """
+    return f"cd {quote(remote_dir)} && tar cf - . | gzip -1 | base64 | sed 's/^/|/'"
+
+
+def decode_archive(output: bytes) -> dict[str, bytes] | None:
+    """The files of ``archive_command``'s output; ``None`` if anything about it is wrong (a kernel
+    line inside a base64 line, a truncated stream: gzip's CRC or length check fails)."""
+    payload = b"".join(line[1:].strip() for line in output.splitlines() if line.startswith(b"|"))
+    try:
+        data = gzip.decompress(base64.b64decode(payload, validate=True))
+        files: dict[str, bytes] = {}
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as archive:
+            for member in archive.getmembers():
+                if member.isfile():
+                    extracted = archive.extractfile(member)
+                    if extracted is not None:
+                        files[member.name.removeprefix("./")] = extracted.read()
+        return files
+    except (ValueError, OSError, EOFError, tarfile.TarError):
+        return None
