@@ -47,6 +47,7 @@ EXCERPT_LINES = 60
 # later write). A blank line (harmless to the shell) pushes it through: it is sent every KICK_AFTER_S
 # while the command's begin marker has not appeared.
 KICK_AFTER_S = 0.1
+FIRST_KICK_S = 0.01  # the first push comes sooner: a command that stalls costs 10 ms, not 100
 MAX_COMMAND_LINE = 3000  # n_tty canonical lines are limited to 4095 bytes (N_TTY_BUF_SIZE)
 
 
@@ -204,7 +205,7 @@ class ConsoleShell:
         start = time.monotonic()
         deadline = start + timeout_s
         self._send(wrap_command(command, token))
-        next_kick = start + KICK_AFTER_S
+        next_kick = start + FIRST_KICK_S
         while (done := split_command_output(bytes(self._buffer), token)) is None:
             now = time.monotonic()
             if now >= deadline:

@@ -26,8 +26,7 @@ cat /proc/zoneinfo > "$out/zoneinfo.txt"
 # with one grep and one sed for all of them (a process per file costs ~10 ms under TCG; the shell's
 # `read` builtin reads byte by byte, which these binary sysfs attributes answer with "0").
 dump_sections() {
-	grep -H . "/sys/module/$1/sections/".* "/sys/module/$1/sections/"* 2>/dev/null |
-		sed 's#^.*/\([^/]*\):#\1 #'
+	(cd "/sys/module/$1/sections" && grep -H . .[!.]* ./* 2>/dev/null) | sed 's#^\./##; s#:# #'
 }
 
 for m in "$@"; do
