@@ -10,7 +10,9 @@ carries the log excerpt, and the partial log stays on disk.
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import gzip
 import re
 import secrets
 import time
@@ -47,6 +49,8 @@ EXCERPT_LINES = 60
 # later write). A blank line (harmless to the shell) pushes it through: it is sent every KICK_AFTER_S
 # while the command's begin marker has not appeared.
 KICK_AFTER_S = 0.1
+PUSH_END = "KIT-END-OF-PUSH"
+PL011_FIFO_BYTES = 32  # hw/char/pl011.c PL011_FIFO_DEPTH
 FIRST_KICK_S = 0.01  # the first push comes sooner: a command that stalls costs 10 ms, not 100
 MAX_COMMAND_LINE = 3000  # n_tty canonical lines are limited to 4095 bytes (N_TTY_BUF_SIZE)
 
@@ -74,10 +78,12 @@ def wrap_command(command: str, token: str) -> bytes:
     /dev/null (it can neither eat later commands nor kill the console shell on a syntax error).
     The markers are printed with ``printf '%s'`` so that an echo of this line never matches them."""
     inner = f"sh -c {shell_quote(command)} </dev/null 2>&1"
-    line = f"printf 'KIT>%s\\n' B{token}; {inner}; printf '\\nKIT>%s %d\\n' E{token} $?\n\n"
+    line = f"printf 'KIT>%s\\n' B{token}; {inner}; printf '\\nKIT>%s %d\\n' E{token} $?\n"
     if "\n" in command or len(line) > MAX_COMMAND_LINE:
         raise UserError("a console command must be one line under 3000 bytes; put longer logic in a script")
-    return line.encode()
+    # Newlines after the line push its tail through the PL011 FIFO (no receive-timeout interrupt in
+    # QEMU's model); the console shell runs them as empty commands.
+    return (line + "\n" * PL011_FIFO_BYTES).encode()
 
 
 # One awk pass frames every file (a fork per file costs ~10 ms under TCG): the first input is `wc -c`'s
@@ -241,6 +247,57 @@ class ConsoleShell:
         except ChannelClosed:
             self._closed = True
             self._raise_dead("the console closed while sending")
+
+    def push_file(self, remote_path: str, data: bytes, timeout_s: float) -> float:
+        """Write ``data`` to ``remote_path`` on the guest through the console; the seconds it took.
+
+        The command reads the payload (gzip, base64, 76-column lines) from the console shell's own
+        input up to an end line: it is sent only once the command's begin marker shows that the shell
+        has read the command line, so the shell cannot have read any of it ahead. gzip's CRC-32 makes
+        a damaged transfer fail (non-zero status) instead of writing a wrong file.
+        """
+        token = secrets.token_hex(6)
+        start = time.monotonic()
+        deadline = start + timeout_s
+        directory = str(PurePosixPath(remote_path).parent)
+        receive = (f"mkdir -p {shell_quote(directory)} && awk '/^{PUSH_END}$/ {{ exit }} {{ print }}' | "
+                   f"base64 -d | gunzip > {shell_quote(remote_path)}")
+        self._send(f"printf 'KIT>%s\\n' B{token}; {receive}; printf '\\nKIT>%s %d\\n' E{token} $?\n".encode())
+        self._await(begin_marker_pattern(token), deadline, f"push of {remote_path}")
+        payload = base64.encodebytes(gzip.compress(data, compresslevel=6, mtime=0))
+        # QEMU's PL011 raises no receive-timeout interrupt: the last bytes below the FIFO's trigger level
+        # wait for more input. Newlines after the end line push them through (empty commands for the
+        # console shell once awk has exited).
+        self._send(payload + PUSH_END.encode() + b"\n" + b"\n" * PL011_FIFO_BYTES)
+        next_kick = time.monotonic() + KICK_AFTER_S
+        while (done := split_command_output(bytes(self._buffer), token)) is None:
+            now = time.monotonic()
+            if now >= deadline:
+                raise CommandTimeout(f"push of {remote_path} not acknowledged within {timeout_s:.0f} s",
+                                     self.log_path, self.excerpt())
+            if now >= next_kick:
+                self._send(b"\n")
+                next_kick = now + KICK_AFTER_S
+            self._receive(min(next_kick, deadline) - now)
+        output, status, end = done
+        del self._buffer[:end]
+        if status != 0:
+            raise FramingError(f"push of {remote_path} failed on the guest (exit {status}): "
+                               f"{output[:200].decode(errors='replace')}", self.log_path, self.excerpt())
+        return time.monotonic() - start
+
+    def _await(self, pattern: re.Pattern[bytes], deadline: float, what: str) -> None:
+        """Wait until ``pattern`` is in the buffer, kicking stuck input through (see KICK_AFTER_S)."""
+        next_kick = time.monotonic() + FIRST_KICK_S
+        while pattern.search(self._buffer) is None:
+            now = time.monotonic()
+            if now >= deadline:
+                raise CommandTimeout(f"{what}: the guest shell did not start it", self.log_path, self.excerpt())
+            if now >= next_kick:
+                self._send(b"\n")
+                self.kicks += 1
+                next_kick = now + KICK_AFTER_S
+            self._receive(min(deadline, next_kick) - now)
 
     def fetch_files(self, remote_dir: str, timeout_s: float) -> dict[str, bytes]:
         """Every regular file under ``remote_dir`` (relative path -> bytes), counts verified.

@@ -23,7 +23,7 @@ from deploy.console import ChannelClosed, ConsoleShell
 from deploy.errors import DeployError, TransportLost
 from deploy.initramfs import build_initramfs, check_remote_path
 from kbuild.targets import QemuSpec
-from kit.errors import InfraError, UserError
+from kit.errors import InfraError
 
 Log = Callable[[str], None]
 DEFAULT_CACHE = Path.home() / ".cache" / "kmodkit" / "initramfs"
@@ -93,13 +93,25 @@ class QemuTransport:
         self.power_off()
 
     def push(self, files: Mapping[str, Path]) -> None:
-        if self._process is not None:
-            raise UserError("QemuTransport.push() adds files to the initramfs: call it before boot()")
+        """Before boot: into the initramfs. After boot: through the console (ConsoleShell.push_file)."""
         for remote in files:
             check_remote_path(remote)
-        self._files.update(files)
+        if self._process is None:
+            self._files.update(files)
+            return
+        shell = self._ready_shell()
+        for remote, local in files.items():
+            elapsed = shell.push_file(remote, local.read_bytes(), self.timeouts.fetch_s)
+            self.log(f"pushed {local.name} to {remote} through the console in {elapsed:.2f} s")
+
+    @property
+    def booted(self) -> bool:
+        return self._process is not None and self._process.poll() is None
 
     def boot(self) -> BootResult:
+        """Start the guest and wait for its shell; a no-op when it is already up."""
+        if self.booted:
+            return BootResult(0.0)
         start = time.monotonic()
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.console_log.write_bytes(b"")

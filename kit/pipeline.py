@@ -11,6 +11,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -21,7 +22,7 @@ from analysis.verify.verify import verify_bundle
 from deploy.qemu import QemuTimeouts, QemuTransport
 from deploy.session import collect_bundle, guest_files
 from kbuild.kernels import KernelTree, fetch_debian_kernel, local_kernel_tree
-from kbuild.make import BuiltModule, build_modules, check_vermagic
+from kbuild.make import BuiltModule, build_modules, check_vermagic, is_up_to_date, strip_debug
 from kbuild.render import TEMPLATES_DIR, default_specs, render_module, template_environment
 from kbuild.targets import Target
 from kbuild.toolchain import find_toolchain
@@ -92,12 +93,11 @@ def get_kernel(request: RunRequest, log: Log) -> KernelTree:
     return fetch_debian_kernel(request.target, log=log)
 
 
-def build_test_modules(request: RunRequest, tree: KernelTree, log: Log) -> list[BuiltModule]:
-    """Render every family into generated/<target>/ and build what changed."""
+def render_test_modules(request: RunRequest, tree: KernelTree) -> list[Path]:
+    """Render every family into generated/<target>/<module>/ (files rewritten only when they change)."""
     out_root = request.generated_root / request.target.name
     env = template_environment(request.templates_dir)
-    dirs = [render_module(spec, out_root, env) for spec in default_specs(request.target, tree)]
-    return build_modules(tree, find_toolchain(request.target), dirs, jobs=os.cpu_count() or 2, log=log)
+    return [render_module(spec, out_root, env) for spec in default_specs(request.target, tree)]
 
 
 def check_user_modules(request: RunRequest, tree: KernelTree) -> list[Path]:
@@ -173,7 +173,9 @@ def error_verdict(request: RunRequest, tree: KernelTree | None, err: KitError,
 class RunSession:
     """build -> deploy -> run for one request; each step done once and reused by the next.
 
-    ``invoke build deploy run`` calls the three in turn; ``invoke run`` alone does all of them.
+    ``invoke build deploy run`` calls the three in turn; ``invoke run`` alone does all of them, and
+    when some module must be rebuilt it boots the guest meanwhile and pushes the fresh modules
+    through the console afterwards (an edit-and-run cycle costs the boot, not boot + build).
     """
 
     def __init__(self, request: RunRequest, log: Log) -> None:
@@ -181,10 +183,10 @@ class RunSession:
         self.log = log
         self.outcome = RunOutcome()
         self._tree: KernelTree | None = None
+        self._dirs: list[Path] | None = None
         self._built: list[BuiltModule] | None = None
+        self._shipped: list[Path] | None = None
         self._transport: QemuTransport | None = None
-        self._modules: list[Path] | None = None
-        self._pushed: dict[str, Path] = {}
 
     def kernel(self) -> KernelTree:
         if self._tree is None:
@@ -192,22 +194,35 @@ class RunSession:
                 self._tree = get_kernel(self.request, self.log)
         return self._tree
 
+    def module_dirs(self) -> list[Path]:
+        """The rendered sources (rewritten only where a template or parameter changed)."""
+        if self._dirs is None:
+            self._dirs = render_test_modules(self.request, self.kernel())
+        return self._dirs
+
+    def needs_build(self) -> bool:
+        toolchain = find_toolchain(self.request.target)
+        return self._built is None and not all(is_up_to_date(self.kernel(), toolchain, d)
+                                               for d in self.module_dirs())
+
     def build(self) -> list[BuiltModule]:
         if self._built is None:
-            tree = self.kernel()
+            tree, dirs = self.kernel(), self.module_dirs()
             with phase(self.outcome, "build", self.log):
-                self._built = build_test_modules(self.request, tree, self.log)
+                toolchain = find_toolchain(self.request.target)
+                self._built = build_modules(tree, toolchain, dirs, jobs=os.cpu_count() or 2, log=self.log)
         return self._built
 
-    def modules(self) -> list[Path]:
-        """What the guest loads, in the contract's order, then the user's modules."""
-        if self._modules is None:
-            built = [b.ko for b in self.build()]
-            self._modules = built + check_user_modules(self.request, self.kernel())
-        return self._modules
+    def shipped_modules(self) -> list[Path]:
+        """What the guest loads, in the contract's order (debug info stripped), then the user's modules."""
+        if self._shipped is None:
+            toolchain = find_toolchain(self.request.target)
+            out = self.request.generated_root / self.request.target.name / "ship"
+            stripped = [strip_debug(b.ko, toolchain, out, self.log) for b in self.build()]
+            self._shipped = stripped + check_user_modules(self.request, self.kernel())
+        return self._shipped
 
-    def deploy(self) -> dict[str, Path]:
-        """QEMU: stage the modules and the guest runner into the initramfs (built at boot)."""
+    def transport(self) -> QemuTransport:
         if self._transport is None:
             tree = self.kernel()
             if tree.busybox is None:
@@ -215,29 +230,45 @@ class RunSession:
                                 "Debian target (busybox-static is fetched with the kernel)")
             spec = replace(self.request.target.qemu, mem_mib=self.request.memory_mib)
             work = self.request.generated_root / self.request.target.name / "qemu"
-            with phase(self.outcome, "deploy", self.log):
-                transport = QemuTransport(spec, tree.image, tree.busybox, work, dtb=tree.dtb or self.request.dtb,
-                                          extra_append=self.request.append,
-                                          timeouts=QemuTimeouts(boot_s=self.request.boot_timeout_s),
-                                          log=self.log)
-                files = guest_files(self.modules())
-                transport.push(files)
-            self._transport = transport
-            self._pushed = files
-        return self._pushed
+            self._transport = QemuTransport(spec, tree.image, tree.busybox, work, dtb=tree.dtb or self.request.dtb,
+                                            extra_append=self.request.append,
+                                            timeouts=QemuTimeouts(boot_s=self.request.boot_timeout_s),
+                                            log=self.log)
+        return self._transport
+
+    def deploy(self) -> dict[str, Path]:
+        """QEMU: stage the modules and the guest runner into the initramfs (built at boot)."""
+        files = guest_files(self.shipped_modules())
+        with phase(self.outcome, "deploy", self.log):
+            self.transport().push(files)
+        return files
+
+    def _boot_while_building(self) -> None:
+        """Boot in a thread while Kbuild runs; the modules then go through the console."""
+        transport = self.transport()
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            booting = pool.submit(transport.boot)
+            try:
+                self.shipped_modules()
+            except BaseException:
+                booting.result()
+                transport.power_off()
+                raise
+            booting.result()
 
     def run(self) -> RunOutcome:
         """Boot, run the plan, collect the bundle, verify it; a run error still writes its verdict."""
         tree: KernelTree | None = None
         try:
             tree = self.kernel()
-            self.deploy()
-            assert self._transport is not None
+            if self.needs_build():
+                with phase(self.outcome, "build+boot", self.log):
+                    self._boot_while_building()
             bundle = new_bundle_dir(self.request)
             self.outcome.bundle_dir = bundle
             write_target_facts(self.request, tree, guest_cmdline(self.request), bundle)
             with phase(self.outcome, "collect", self.log):
-                collect_bundle(self._transport, self.modules(), bundle, self.log,
+                collect_bundle(self.transport(), self.shipped_modules(), bundle, self.log,
                                plan_timeout_s=self.request.plan_timeout_s)
             with phase(self.outcome, "verify", self.log):
                 result = verify_bundle(bundle)
