@@ -9,6 +9,7 @@ TCG only: ``-enable-kvm`` is never passed (no usable KVM on these machines).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import selectors
 import shlex
@@ -79,6 +80,7 @@ class QemuTransport:
         self.dtb, self.timeouts, self.cache_dir, self.log = dtb, timeouts, cache_dir, log
         self.append = f"{spec.append} {extra_append}".strip()
         self._files: dict[str, Path] = {}
+        self._on_guest: dict[str, bytes] = {}  # remote path -> sha256 of what the guest holds
         self._process: subprocess.Popen[bytes] | None = None
         self._shell: ConsoleShell | None = None
 
@@ -101,7 +103,12 @@ class QemuTransport:
             return
         shell = self._ready_shell()
         for remote, local in files.items():
-            elapsed = shell.push_file(remote, local.read_bytes(), self.timeouts.fetch_s)
+            data = local.read_bytes()
+            digest = hashlib.sha256(data).digest()
+            if self._on_guest.get(remote) == digest:
+                continue  # already in the initramfs or pushed before: same bytes
+            elapsed = shell.push_file(remote, data, self.timeouts.fetch_s)
+            self._on_guest[remote] = digest
             self.log(f"pushed {local.name} to {remote} through the console in {elapsed:.2f} s")
 
     @property
@@ -116,6 +123,7 @@ class QemuTransport:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.console_log.write_bytes(b"")
         initrd = build_initramfs(self.busybox, self._files, self.work_dir / "initrd.gz", self.cache_dir)
+        self._on_guest = {remote: hashlib.sha256(local.read_bytes()).digest() for remote, local in self._files.items()}
         self.log(f"initramfs {initrd.path} ({'cached base' if initrd.base_cached else 'new base'}, "
                  f"{initrd.elapsed_s:.2f} s)")
         command = qemu_command(self.spec, self.kernel_image, initrd.path, self.dtb, self.append)

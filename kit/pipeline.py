@@ -22,7 +22,14 @@ from analysis.verify.verify import verify_bundle
 from deploy.qemu import QemuTimeouts, QemuTransport
 from deploy.session import collect_bundle, guest_files
 from kbuild.kernels import KernelTree, fetch_debian_kernel, local_kernel_tree
-from kbuild.make import BuiltModule, build_modules, check_vermagic, is_up_to_date, strip_debug
+from kbuild.make import (
+    BuiltModule,
+    build_modules,
+    check_vermagic,
+    is_up_to_date,
+    module_names,
+    strip_debug,
+)
 from kbuild.render import TEMPLATES_DIR, default_specs, render_module, template_environment
 from kbuild.targets import Target
 from kbuild.toolchain import find_toolchain
@@ -243,9 +250,24 @@ class RunSession:
             self.transport().push(files)
         return files
 
+    def _stage_current_modules(self) -> None:
+        """Before an early boot: the guest runner, and every module whose last shipped file is still
+        current (its directory needs no build), go into the initramfs; the rest follow by console."""
+        tree, toolchain = self.kernel(), find_toolchain(self.request.target)
+        out = self.request.generated_root / self.request.target.name / "ship"
+        current = []
+        for module_dir in self.module_dirs():
+            if is_up_to_date(tree, toolchain, module_dir):
+                for name in module_names(module_dir):
+                    shipped = out / f"{name}.ko"
+                    if shipped.is_file() and shipped.stat().st_mtime >= (module_dir / f"{name}.ko").stat().st_mtime:
+                        current.append(shipped)
+        self.transport().push(guest_files(current))
+
     def _boot_while_building(self) -> None:
-        """Boot in a thread while Kbuild runs; the modules then go through the console."""
+        """Boot in a thread while Kbuild runs; the rebuilt modules then go through the console."""
         transport = self.transport()
+        self._stage_current_modules()
         with ThreadPoolExecutor(max_workers=1) as pool:
             booting = pool.submit(transport.boot)
             try:
