@@ -9,10 +9,12 @@ TCG only: ``-enable-kvm`` is never passed (no usable KVM on these machines).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import hashlib
 import os
 import selectors
 import shlex
+import signal
 import subprocess
 import time
 from collections.abc import Callable, Mapping
@@ -166,10 +168,16 @@ class QemuTransport:
         shell.close()
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: PR_SET_PDEATHSIG(SIGKILL), so a killed harness leaves no QEMU behind."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG (linux/prctl.h)
+
+
 def start_qemu(command: list[str]) -> subprocess.Popen[bytes]:
     try:
         return subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+                                stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent)
     except OSError as err:
         raise InfraError(f"cannot start {command[0]}: {err.strerror}; install qemu-system-arm") from err
 

@@ -265,18 +265,19 @@ class RunSession:
         self.transport().push(guest_files(current))
 
     def _boot_while_building(self) -> None:
-        """Boot in a thread while Kbuild runs; the rebuilt modules then go through the console."""
+        """Boot while Kbuild runs (in a thread: QEMU must be started by the main thread, since it dies
+        with the thread that started it, see deploy.qemu); the rebuilt modules then go by console."""
         transport = self.transport()
         self._stage_current_modules()
         with ThreadPoolExecutor(max_workers=1) as pool:
-            booting = pool.submit(transport.boot)
+            building = pool.submit(self.shipped_modules)
             try:
-                self.shipped_modules()
-            except BaseException:
-                booting.result()
+                transport.boot()
+            finally:
+                error = building.exception()
+            if error is not None:
                 transport.power_off()
-                raise
-            booting.result()
+                raise error
 
     def run(self) -> RunOutcome:
         """Boot, run the plan, collect the bundle, verify it; a run error still writes its verdict."""
