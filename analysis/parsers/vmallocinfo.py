@@ -73,6 +73,7 @@ def parse_vmallocinfo(text: str, path: str = "vmallocinfo") -> list[VmallocEntry
     append = entries.append
     fullmatch = _LINE.fullmatch
     new = _object_new
+    flag_sets = _flag_sets
     for number, raw in enumerate(text.splitlines(), start=1):
         match = fullmatch(raw)
         if match is None:
@@ -94,7 +95,7 @@ def parse_vmallocinfo(text: str, path: str = "vmallocinfo") -> list[VmallocEntry
             caller_module=module,
             pages=int(pages) if pages is not None else None,
             phys=int(phys, 16) if phys is not None else None,
-            flags=_flag_set(flags) if flags else _EMPTY_FLAGS,
+            flags=(flag_sets.get(flags) or _flag_set(flags)) if flags else _EMPTY_FLAGS,
             kind="area" if special is None else _SPECIAL_KIND[special],
             numa=_numa_counts(numa) if numa else {},
             line=number,
