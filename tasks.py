@@ -66,10 +66,10 @@ def _exit_codes() -> Iterator[None]:
         raise Exit(code=err.exit_code) from None
 
 
-def _request(target: str | None, mem: int | None, append: str | None, module: list[str] | None,
+def _request(target: str | None, mem: str | None, append: str | None, module: list[str] | None,
              kdir: str | None, image: str | None, dtb: str | None, timeout: float | None) -> Any:
     from kbuild.targets import default_target_name, load_target
-    from kit.pipeline import RunRequest
+    from kit.pipeline import RunRequest, parse_mem_mib
 
     target = _flag("--target", target) or default_target_name()
     mem_value = _flag("--mem", mem)
@@ -78,7 +78,7 @@ def _request(target: str | None, mem: int | None, append: str | None, module: li
     kdir, image, dtb = _flag("--kdir", kdir), _flag("--image", image), _flag("--dtb", dtb)
     return RunRequest(
         target=load_target(target),
-        mem_mib=int(mem_value) if mem_value else None,
+        mem_mib=parse_mem_mib(mem_value) if mem_value else None,
         append=_flag("--append", append) or "",
         user_modules=tuple(Path(m).resolve() for m in modules),
         kdir=Path(kdir) if kdir else None,
@@ -147,7 +147,7 @@ def setup(c: Any, target: str | None = None, all: bool = False) -> None:
 
 
 @task(help=RUN_HELP, iterable=["module"])
-def build(c: Any, target: str | None = None, mem: int | None = None, append: str | None = None,
+def build(c: Any, target: str | None = None, mem: str | None = None, append: str | None = None,
           module: list[str] | None = None, kdir: str | None = None, image: str | None = None,
           dtb: str | None = None, timeout: float | None = None) -> None:
     """Fetch the kernel, render the test modules and build them with Kbuild (only what changed)."""
@@ -160,7 +160,7 @@ def build(c: Any, target: str | None = None, mem: int | None = None, append: str
 
 
 @task(help=RUN_HELP, iterable=["module"])
-def deploy(c: Any, target: str | None = None, mem: int | None = None, append: str | None = None,
+def deploy(c: Any, target: str | None = None, mem: str | None = None, append: str | None = None,
            module: list[str] | None = None, kdir: str | None = None, image: str | None = None,
            dtb: str | None = None, timeout: float | None = None) -> None:
     """Push the modules and the guest runner to the target (QEMU: into the initramfs)."""
@@ -171,7 +171,7 @@ def deploy(c: Any, target: str | None = None, mem: int | None = None, append: st
 
 
 @task(help=RUN_HELP, iterable=["module"])
-def run(c: Any, target: str | None = None, mem: int | None = None, append: str | None = None,
+def run(c: Any, target: str | None = None, mem: str | None = None, append: str | None = None,
         module: list[str] | None = None, kdir: str | None = None, image: str | None = None,
         dtb: str | None = None, timeout: float | None = None) -> None:
     """Boot, run every test module, collect the bundle, verify it. Exit 0 only if every check passed."""

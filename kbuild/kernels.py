@@ -15,6 +15,7 @@ import json
 import os
 import re
 import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -443,3 +444,23 @@ __all__ = [
     "makefile_version",
     "resolve_kernel_packages",
 ]
+
+
+def fetch_busybox(target: Target, cache: Path | None = None, log: Log = no_log) -> Path:
+    """Debian's static busybox for the target's architecture (for a user's own kernel tree, which has
+    none): ``busybox-static:<arch>`` from the target's suite, cached like the kernels."""
+    root = cache if cache is not None else default_cache_dir()
+    spec = target.kernel
+    dest = root / "busybox" / spec.debian_arch
+    binary = dest / "bin" / "busybox"
+    if binary.is_file():
+        return binary
+    apt = PrivateApt(root / "apt", archs=(spec.debian_arch, host_arch(log)), log=log)
+    apt.ensure_lists(spec.suite)
+    with tempfile.TemporaryDirectory(dir=root) as tmp:
+        (deb,) = apt.download([f"busybox-static:{spec.debian_arch}"], Path(tmp))
+        run(["dpkg-deb", "-x", str(deb), str(Path(tmp) / "root")], log)
+        dest.mkdir(parents=True, exist_ok=True)
+        (dest / "bin").mkdir(exist_ok=True)
+        shutil.copy2(Path(tmp) / "root" / "bin" / "busybox", binary)
+    return binary

@@ -21,7 +21,7 @@ from analysis.verify.check import Check
 from analysis.verify.verify import verify_bundle
 from deploy.qemu import QemuTimeouts, QemuTransport
 from deploy.session import collect_bundle, guest_files
-from kbuild.kernels import KernelTree, fetch_debian_kernel, local_kernel_tree
+from kbuild.kernels import KernelTree, fetch_busybox, fetch_debian_kernel, local_kernel_tree
 from kbuild.make import (
     BuiltModule,
     build_modules,
@@ -93,11 +93,28 @@ def phase(outcome: RunOutcome, name: str, log: Log) -> Iterator[PhaseResult]:
 
 
 def get_kernel(request: RunRequest, log: Log) -> KernelTree:
+    """Debian's kernel of the target, or the user's own prepared tree (with Debian's static busybox)."""
     if request.kdir is not None or request.image is not None:
         if request.kdir is None or request.image is None:
             raise UserError("a local kernel needs both --kdir (prepared build tree) and --image (zImage)")
-        return local_kernel_tree(request.kdir, request.image, request.dtb)
+        return local_kernel_tree(request.kdir, request.image, request.dtb,
+                                 busybox=fetch_busybox(request.target, log=log))
     return fetch_debian_kernel(request.target, log=log)
+
+
+MEM_RANGE_MIB = (64, 3072)  # armmp-lpae guests crash at /init with -m 4096 (debian-kernels.md)
+
+
+def parse_mem_mib(text: str | int) -> int:
+    """--mem as people type it: 768, 768M, 1G (MiB when no unit)."""
+    from analysis.model.units import parse_size
+
+    value = str(text).strip()
+    mib = int(value) if value.isdigit() else parse_size(value) >> 20 if value else 0
+    if not MEM_RANGE_MIB[0] <= mib <= MEM_RANGE_MIB[1]:
+        raise UserError(f"--mem {text}: give the guest RAM in MiB between {MEM_RANGE_MIB[0]} and "
+                        f"{MEM_RANGE_MIB[1]} (e.g. --mem 768 or --mem 1G)")
+    return mib
 
 
 def render_test_modules(request: RunRequest, tree: KernelTree) -> list[Path]:
