@@ -1,0 +1,76 @@
+"""The invoke entry points as a user runs them: exit codes and one-line errors (no QEMU here)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent.parent
+RUN = REPO / "tests" / "data" / "runs" / "arm-6.1"
+
+
+def invoke(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=REPO, capture_output=True, text=True,
+                          check=False)
+
+
+def test_check_a_good_bundle_exits_0_and_writes_json(tmp_path: Path) -> None:
+    done = invoke("check", "--bundle", str(RUN), "--json", str(tmp_path / "v.json"))
+    assert done.returncode == 0, done.stdout[-2000:]
+    doc = json.loads((tmp_path / "v.json").read_text())
+    assert doc["status"] == "pass" and doc["kernel"]["version"] == "6.1.176"
+
+
+def test_check_a_changed_bundle_exits_1(tmp_path: Path) -> None:
+    copy = tmp_path / "b"
+    shutil.copytree(RUN, copy)
+    modules = copy / "modules" / "kit_kmap.txt"
+    modules.write_text(modules.read_text().replace("kit_kmap 16384", "kit_kmap 20480"))
+    done = invoke("check", "--bundle", str(copy))
+    assert done.returncode == 1
+    assert "FAIL    kit_kmap.proc_modules.size" in done.stdout
+
+
+def test_garbage_exits_2_with_one_line(tmp_path: Path) -> None:
+    (tmp_path / "vmallocinfo.txt").write_text("this is not a vmallocinfo line\n")
+    done = invoke("check", "--bundle", str(tmp_path))
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"error: {tmp_path}/vmallocinfo.txt:1: not a vmallocinfo line: 'this is not a vmallocinfo line'"]
+
+
+def test_unknown_target_lists_the_valid_ones() -> None:
+    done = invoke("run", "--target", "arm-9.9")
+    assert done.returncode == 2
+    assert done.stderr.strip() == "error: unknown target 'arm-9.9'; valid targets: arm-5.10, arm-6.1, arm-6.12"
+
+
+def test_bad_mem_is_one_line() -> None:
+    done = invoke("build", "deploy", "run", "--mem", "99999")
+    assert done.returncode == 2
+    assert "--mem 99999: give the guest RAM in MiB between 64 and 3072" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_model_json_has_the_documented_keys() -> None:
+    done = invoke("model", "--arch", "arm", "--kernel", "6.1.0-50-armmp", "--ram", "1G", "--cmdline",
+                  "vmalloc=300M", "--json")
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    # kernel-model.md §1.5: 6.1, 1 GiB, vmalloc=300M -> vmalloc 0xec800000-0xff800000 (304 MB)
+    assert doc["VMALLOC_START"] == "0xec800000" and doc["VMALLOC_END"] == "0xff800000"
+    assert doc["VmallocTotal_kB"] == 311296 and doc["high_memory"] == "0xec400000"
+    assert set(doc) >= {"PAGE_OFFSET", "MODULES_VADDR", "MODULES_END", "PKMAP_BASE", "FIXADDR_START",
+                        "lowmem_bytes", "highmem_bytes"}
+
+
+def test_model_banner_for_the_318_board() -> None:
+    """The granite2 board's boot log (shared/data/captures): 3.18, 1 GiB at physical 0."""
+    done = invoke("model", "--kernel", "3.18", "--ram", "1G", "--ram-base", "0")
+    assert done.returncode == 0, done.stderr
+    assert "    vmalloc : 0xf0000000 - 0xff000000   ( 240 MB)" in done.stdout
+    assert "    lowmem  : 0xc0000000 - 0xef800000   ( 760 MB)" in done.stdout
+    assert "    modules : 0xbf000000 - 0xbfe00000   (  14 MB)" in done.stdout
