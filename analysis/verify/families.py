@@ -20,7 +20,15 @@ from analysis.parsers import KtapDocument, VmallocEntry
 from analysis.verify.bundle import ModuleRun
 from analysis.verify.check import Check, compare, compare_address, skip
 from analysis.verify.context import Context
-from analysis.verify.replay import BUSY_KINDS, Step, busy_while_held, replay_checks
+from analysis.verify.replay import (
+    BUSY_KINDS,
+    Step,
+    busy_while_held,
+    is_task_stack,
+    replay_checks,
+    stack_subsets,
+    uncertain_stacks,
+)
 
 
 # ARM's IOREMAP_MAX_ORDER: 24 only on !SMP && !LPAE, else 7 + PAGE_SHIFT (asm/memory.h 5.10:78).
@@ -194,24 +202,19 @@ def alloc_checks(run: ModuleRun, doc: KtapDocument, ctx: Context, layout: ArmLay
 
 
 FillOutcome = tuple[int, int | None, int | None, int, int | None, int | None]
-MAX_UNCERTAIN_STACKS = 4
 
 
 def _fill_outcomes(free_of: Callable[[frozenset[tuple[int, int]]], FreeMap], uncertain: list[tuple[int, int]],
                    big: int, version: tuple[int, int, int]) -> list[FillOutcome]:
-    """Capacity for every subset of the task stacks whose presence during the fill is unknown (seen in
-    only one of the two snapshots), the all-busy case first."""
-    from itertools import combinations
-
+    """Capacity for every subset of the task stacks whose presence during the fill is unknown, the
+    all-busy case first."""
     outcomes: list[FillOutcome] = []
-    shown = uncertain[:MAX_UNCERTAIN_STACKS]
-    for k in range(len(shown) + 1):
-        for gone in combinations(shown, k):
-            phases = capacity(free_of(frozenset(gone)), [big, 1], rules_for(version))
-            outcome = (phases[0].count, phases[0].first, phases[0].last,
-                       phases[1].count, phases[1].first, phases[1].last)
-            if outcome not in outcomes:
-                outcomes.append(outcome)
+    for gone in stack_subsets(uncertain):
+        phases = capacity(free_of(gone), [big, 1], rules_for(version))
+        outcome = (phases[0].count, phases[0].first, phases[0].last,
+                   phases[1].count, phases[1].first, phases[1].last)
+        if outcome not in outcomes:
+            outcomes.append(outcome)
     return outcomes
 
 
@@ -224,9 +227,7 @@ def _fill_checks(name: str, doc: KtapDocument, before: list[VmallocEntry], durin
     those outcomes on all six values at once."""
     assert ctx.version is not None
     busy = busy_while_held(before, during)
-    in_before = {(e.start, e.end) for e in before if is_task_stack(e)}
-    in_during = {(e.start, e.end) for e in during if is_task_stack(e)}
-    uncertain = sorted(in_before ^ in_during)
+    uncertain = uncertain_stacks(before, during)
 
     def free_of(gone: frozenset[tuple[int, int]]) -> FreeMap:
         kept = [e for e in busy if (e.start, e.end) not in gone]
@@ -259,16 +260,6 @@ FAMILY_CHECKS: dict[str, FamilyCheck] = {
     "kit_kmap": kmap_checks,
     "kit_alloc": alloc_checks,
 }
-
-
-# Task stacks (CONFIG_VMAP_STACK: kernel/fork.c alloc_thread_stack_node, inlined up to kernel_clone)
-# come and go with the guest's short-lived processes (cat, insmod, rmmod) and are cached two per CPU
-# (NR_CACHED_STACKS): they are not the module's and are left out of the leak comparison.
-TASK_STACK_CALLERS = frozenset({"kernel_clone", "copy_process", "dup_task_struct", "alloc_thread_stack_node"})
-
-
-def is_task_stack(entry: VmallocEntry) -> bool:
-    return (entry.caller or "").split("+", 1)[0] in TASK_STACK_CALLERS
 
 
 def _busy(entries: list[VmallocEntry]) -> set[tuple[int, int, str | None]]:

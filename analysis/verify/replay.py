@@ -8,8 +8,9 @@ cascade into the next.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from itertools import combinations
 
 from analysis.model.allocator import Placement, VmallocModel, VmallocRequest, nested_pages_array, rules_for
 from analysis.model.layout_arm import ArmLayout
@@ -17,6 +18,15 @@ from analysis.parsers import VmallocEntry
 from analysis.verify.check import Check, CheckStatus, compare, compare_address, hex_address
 
 BUSY_KINDS = ("area", "vm_map_ram")
+# Task stacks (CONFIG_VMAP_STACK: kernel/fork.c alloc_thread_stack_node, inlined up to kernel_clone)
+# come and go with the guest's short-lived processes (cat, insmod, rmmod) and are cached two per CPU
+# (NR_CACHED_STACKS): they are not the module's.
+TASK_STACK_CALLERS = frozenset({"kernel_clone", "copy_process", "dup_task_struct", "alloc_thread_stack_node"})
+MAX_UNCERTAIN_STACKS = 4
+
+
+def is_task_stack(entry: VmallocEntry) -> bool:
+    return (entry.caller or "").split("+", 1)[0] in TASK_STACK_CALLERS
 
 
 @dataclass(frozen=True)
@@ -97,31 +107,60 @@ def _owners(steps: Sequence[Step], own: Sequence[VmallocEntry], pointer_size: in
     return owners
 
 
+def uncertain_stacks(before: Sequence[VmallocEntry], during: Sequence[VmallocEntry]) -> list[tuple[int, int]]:
+    """Task stacks seen in only one of the two snapshots: a short-lived process's (cat, insmod) that may
+    or may not have existed while the module allocated."""
+    in_before = {(e.start, e.end) for e in before if is_task_stack(e)}
+    in_during = {(e.start, e.end) for e in during if is_task_stack(e)}
+    return sorted(in_before ^ in_during)[:MAX_UNCERTAIN_STACKS]
+
+
+def stack_subsets(uncertain: Sequence[tuple[int, int]]) -> Iterator[frozenset[tuple[int, int]]]:
+    """Every subset of the uncertain stacks, the empty one (all of them busy) first."""
+    for k in range(len(uncertain) + 1):
+        for gone in combinations(uncertain, k):
+            yield frozenset(gone)
+
+
 def replay_checks(family: str, module: str, steps: Sequence[Step], before: Sequence[VmallocEntry],
                   during: Sequence[VmallocEntry], layout: ArmLayout, version: tuple[int, int, int]) -> list[Check]:
     """Predicted address of every step, and the snapshot line it must have made."""
     own = own_entries(during, module, (layout.MODULES_VADDR, layout.MODULES_END))
     busy = busy_while_held(before, during)
+    uncertain = uncertain_stacks(before, during)
     vstart, vend = layout.VMALLOC_START, layout.VMALLOC_END
     checks: list[Check] = []
     owners = _owners(steps, own)
     for index, step in enumerate(steps):
         later = {start for start, owner in owners.items() if owner >= index}
+        size, align = step.request.va_size(), step.request.effective_align()
         model = _model_before(busy, later, vstart, vend, version)
-        options = model.candidates(step.request.va_size(), step.request.effective_align())
+        options = model.candidates(size, align)
+        gone: frozenset[tuple[int, int]] = frozenset()
+        if step.reported not in options:
+            for subset in stack_subsets(uncertain):
+                other = _model_before([e for e in busy if (e.start, e.end) not in subset], later, vstart, vend,
+                                      version)
+                if step.reported in other.candidates(size, align):
+                    model, options, gone = other, other.candidates(size, align), subset
+                    break
         at = step.reported if step.reported in options else None
         placement = model.alloc(step.request, at=at)
-        checks.append(_address_check(f"{module}.{step.case}.address", family, options, step.reported))
+        checks.append(_address_check(f"{module}.{step.case}.address", family, options, step.reported, gone))
         checks += _line_checks(family, module, step, placement, during, layout)
     return checks
 
 
-def _address_check(check_id: str, family: str, options: Sequence[int], reported: int | None) -> Check:
+def _address_check(check_id: str, family: str, options: Sequence[int], reported: int | None,
+                   gone: frozenset[tuple[int, int]] = frozenset()) -> Check:
     """Exact first fit when the kernel searches with length == size; otherwise (align > PAGE_SIZE on
     6.1+, any request on 5.10: find_vmap_lowest_match prunes with size + align - 1) the rbtree walk may
     stop at a lower fitting block on its path, which a snapshot cannot show: the model's choice or one
     of those lower fits (kernel-model.md §2.2)."""
     why = "first fit on the free map rebuilt from the snapshots (mm/vmalloc.c alloc_vmap_area)"
+    if gone:
+        why += ", with the task stack(s) " + ", ".join(f"0x{a:08x}-0x{b:08x}" for a, b in sorted(gone)) + \
+            " (in one snapshot only) already freed"
     if len(options) <= 1:
         return compare_address(check_id, family, options[0] if options else None, reported, why)
     shown = [hex_address(o) for o in options]

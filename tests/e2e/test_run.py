@@ -55,6 +55,7 @@ def test_default_suite_passes_with_model_backed_checks(tmp_path: Path, target: s
     for family in FAMILIES:
         assert passed[family] > 0, f"no passing {family} check"
     assert sum(passed[f] for f in MODEL_FAMILIES) >= 40
+    assert outcome.bundle_dir is not None
     assert (outcome.bundle_dir / "junit.xml").is_file()
     assert (tmp_path / "results" / "latest").resolve() == outcome.bundle_dir.resolve()
     for module in ("kit_vmalloc", "kit_vmalloc_exec", "kit_ioremap", "kit_kmap", "kit_alloc"):
