@@ -179,8 +179,8 @@ def _mtime(path: Path) -> float:
 # vermagic
 
 
-def vermagic_of(ko: Path) -> str:
-    """The ``vermagic=`` string of a module's ``.modinfo`` section."""
+def modinfo_field(ko: Path, field: str) -> str:
+    """One ``field=`` value of a module's ``.modinfo`` section (``vermagic``, ``name``...)."""
     try:
         with ko.open("rb") as f:
             section = ELFFile(f).get_section_by_name(".modinfo")
@@ -189,10 +189,16 @@ def vermagic_of(ko: Path) -> str:
         raise ParseError(str(ko), None, f"not a readable ELF module: {e}") from e
     if data is None:
         raise ParseError(str(ko), None, "no .modinfo section: not a kernel module")
+    prefix = field.encode() + b"="
     for entry in data.split(b"\0"):
-        if entry.startswith(b"vermagic="):
-            return entry.removeprefix(b"vermagic=").decode(errors="replace")
-    raise ParseError(str(ko), None, "no vermagic= in .modinfo")
+        if entry.startswith(prefix):
+            return entry.removeprefix(prefix).decode(errors="replace")
+    raise ParseError(str(ko), None, f"no {field}= in .modinfo")
+
+
+def vermagic_of(ko: Path) -> str:
+    """The ``vermagic=`` string of a module's ``.modinfo`` section."""
+    return modinfo_field(ko, "vermagic")
 
 
 def check_vermagic(ko: Path, tree: KernelTree) -> None:

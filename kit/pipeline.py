@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+from analysis.elf.loader import read_module_bytes
 from analysis.verify.check import Check
 from analysis.verify.verify import verify_bundle
 from deploy.qemu import QemuTimeouts, QemuTransport
@@ -27,6 +28,7 @@ from kbuild.make import (
     build_modules,
     check_vermagic,
     is_up_to_date,
+    modinfo_field,
     module_names,
     strip_debug,
 )
@@ -124,12 +126,22 @@ def render_test_modules(request: RunRequest, tree: KernelTree) -> list[Path]:
     return [render_module(spec, out_root, env) for spec in default_specs(request.target, tree)]
 
 
-def check_user_modules(request: RunRequest, tree: KernelTree) -> list[Path]:
+def ship_user_modules(request: RunRequest, tree: KernelTree) -> list[Path]:
+    """A user's modules as the guest loads them: uncompressed (.ko.xz/.gz/.zst as Debian installs them),
+    named after the module's own ``name=`` (the name /proc/modules shows), vermagic checked."""
+    out = request.generated_root / request.target.name / "ship-user"
+    shipped = []
     for ko in request.user_modules:
         if not ko.is_file():
             raise UserError(f"--module {ko}: no such file")
-        check_vermagic(ko, tree)
-    return list(request.user_modules)
+        out.mkdir(parents=True, exist_ok=True)
+        raw = out / "incoming.ko"
+        raw.write_bytes(read_module_bytes(ko))
+        target = out / f"{modinfo_field(raw, 'name')}.ko"
+        raw.replace(target)
+        check_vermagic(target, tree)
+        shipped.append(target)
+    return shipped
 
 
 def new_bundle_dir(request: RunRequest) -> Path:
@@ -243,7 +255,7 @@ class RunSession:
             toolchain = find_toolchain(self.request.target)
             out = self.request.generated_root / self.request.target.name / "ship"
             stripped = [strip_debug(b.ko, toolchain, out, self.log) for b in self.build()]
-            self._shipped = stripped + check_user_modules(self.request, self.kernel())
+            self._shipped = stripped + ship_user_modules(self.request, self.kernel())
         return self._shipped
 
     def transport(self) -> QemuTransport:

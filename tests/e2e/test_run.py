@@ -115,13 +115,14 @@ def test_module_that_oopses_gives_an_error_verdict_and_keeps_the_bundle(tmp_path
     assert outcome.bundle_dir is not None and (outcome.bundle_dir / "boot.log").stat().st_size > 0
 
 
-def test_a_users_prebuilt_module_gets_its_footprint_checked(tmp_path: Path) -> None:
+@pytest.mark.parametrize("target", ["arm-6.1", "arm-6.12"])  # 6.12 installs it as crc7.ko.xz
+def test_a_users_prebuilt_module_gets_its_footprint_checked(tmp_path: Path, target: str) -> None:
     from kbuild.kernels import fetch_debian_kernel
 
-    tree = fetch_debian_kernel(load_target("arm-6.1"))
+    tree = fetch_debian_kernel(load_target(target))
     assert tree.modules_dir is not None
     (crc7,) = tree.modules_dir.rglob("crc7.ko*")
-    outcome = run(tmp_path, "arm-6.1", user_modules=(crc7,))
+    outcome = run(tmp_path, target, user_modules=(crc7,))
     assert failing(outcome) == []
     assert outcome.verdict is not None
     ids = {c.id: c.status for c in outcome.verdict.checks}
