@@ -1,8 +1,9 @@
 """Parsers for what a target produces: /proc files, the boot console and KTAP.
 
 Pure functions over text. Each takes the text and a path label used in messages, returns read-only
-records (frozen dataclasses; VmallocEntry a NamedTuple for speed; ``None`` where a value is absent) and raises :class:`kit.errors.ParseError` naming the
-file and line when the input is malformed. Nothing here prints, reads files or exits.
+records (frozen dataclasses; VmallocEntry is a NamedTuple for speed; ``None`` where a value is
+absent) and raises :class:`kit.errors.ParseError` naming the file and line when the input is
+malformed. Nothing here prints, reads files or exits.
 """
 
 from analysis.parsers.bootlog import BootLog, MemoryLine, parse_boot_log
