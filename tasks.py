@@ -69,7 +69,7 @@ def _exit_codes() -> Iterator[None]:
 def _request(target: str | None, mem: str | None, append: str | None, module: list[str] | None,
              kdir: str | None, image: str | None, dtb: str | None, timeout: float | None) -> Any:
     from kbuild.targets import default_target_name, load_target
-    from kit.pipeline import RunRequest, parse_mem_mib
+    from kit.request import RunRequest, parse_mem_mib
 
     target = _flag("--target", target) or default_target_name()
     mem_value = _flag("--mem", mem)
@@ -90,7 +90,7 @@ def _request(target: str | None, mem: str | None, append: str | None, module: li
 
 @cache
 def _session(request: Any) -> Any:
-    from kit.pipeline import RunSession
+    from kit.session import RunSession
 
     return RunSession(request, _log)
 

@@ -22,7 +22,8 @@ from deploy.qemu import QemuTimeouts, QemuTransport
 from kbuild.kernels import fetch_debian_kernel
 from kbuild.render import TEMPLATES_DIR
 from kbuild.targets import default_target_name, load_target
-from kit.pipeline import RunRequest, RunSession
+from kit.request import RunRequest
+from kit.session import RunSession
 
 
 def timed(action: Callable[[], object]) -> float:

@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 
 from kbuild.targets import load_target
-from kit.pipeline import RunOutcome, RunRequest, RunSession
+from kit.pipeline import RunOutcome
+from kit.request import RunRequest
+from kit.session import RunSession
 
 pytestmark = pytest.mark.e2e
 

@@ -1,0 +1,171 @@
+"""One run's steps, each done once: kernel, render, build, ship, deploy, then boot-run-collect-verify."""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+
+from analysis.verify.check import Check
+from analysis.verify.verify import verify_bundle
+from deploy.qemu import QemuTimeouts, QemuTransport
+from deploy.session import collect_bundle, guest_files
+from kbuild.kernels import KernelTree
+from kbuild.make import BuiltModule, build_modules, is_up_to_date, module_names, strip_debug
+from kbuild.toolchain import find_toolchain
+from kit.errors import KitError, UserError
+from kit.pipeline import (
+    Log,
+    RunOutcome,
+    error_verdict,
+    finish,
+    get_kernel,
+    guest_cmdline,
+    new_bundle_dir,
+    phase,
+    render_test_modules,
+    ship_user_modules,
+    write_target_facts,
+)
+from kit.request import RunRequest
+from kit.verdict import Verdict
+
+
+class RunSession:
+    """build -> deploy -> run for one request; each step done once and reused by the next.
+
+    ``invoke build deploy run`` calls the three in turn; ``invoke run`` alone does all of them, and
+    when some module must be rebuilt it boots the guest meanwhile and pushes the fresh modules
+    through the console afterwards (an edit-and-run cycle costs the boot, not boot + build).
+    """
+
+    def __init__(self, request: RunRequest, log: Log) -> None:
+        self.request = request
+        self.log = log
+        self.outcome = RunOutcome()
+        self._tree: KernelTree | None = None
+        self._dirs: list[Path] | None = None
+        self._built: list[BuiltModule] | None = None
+        self._shipped: list[Path] | None = None
+        self._transport: QemuTransport | None = None
+
+    def kernel(self) -> KernelTree:
+        if self._tree is None:
+            with phase(self.outcome, "kernel", self.log):
+                self._tree = get_kernel(self.request, self.log)
+        return self._tree
+
+    def module_dirs(self) -> list[Path]:
+        """The rendered sources (rewritten only where a template or parameter changed)."""
+        if self._dirs is None:
+            self._dirs = render_test_modules(self.request, self.kernel())
+        return self._dirs
+
+    def needs_build(self) -> bool:
+        toolchain = find_toolchain(self.request.target)
+        return self._built is None and not all(is_up_to_date(self.kernel(), toolchain, d)
+                                               for d in self.module_dirs())
+
+    def build(self) -> list[BuiltModule]:
+        if self._built is None:
+            tree, dirs = self.kernel(), self.module_dirs()
+            with phase(self.outcome, "build", self.log):
+                toolchain = find_toolchain(self.request.target)
+                self._built = build_modules(tree, toolchain, dirs, jobs=os.cpu_count() or 2, log=self.log)
+        return self._built
+
+    def shipped_modules(self) -> list[Path]:
+        """What the guest loads, in the contract's order (debug info stripped), then the user's modules."""
+        if self._shipped is None:
+            toolchain = find_toolchain(self.request.target)
+            out = self.request.generated_root / self.request.target.name / "ship"
+            stripped = [strip_debug(b.ko, toolchain, out, self.log) for b in self.build()]
+            self._shipped = stripped + ship_user_modules(self.request, self.kernel())
+        return self._shipped
+
+    def transport(self) -> QemuTransport:
+        if self._transport is None:
+            tree = self.kernel()
+            if tree.busybox is None:
+                raise UserError(f"no static busybox for {tree.release}: give --kdir a tree with one, or use a "
+                                "Debian target (busybox-static is fetched with the kernel)")
+            spec = replace(self.request.target.qemu, mem_mib=self.request.memory_mib)
+            work = self.request.generated_root / self.request.target.name / "qemu"
+            self._transport = QemuTransport(spec, tree.image, tree.busybox, work, dtb=tree.dtb or self.request.dtb,
+                                            extra_append=self.request.append,
+                                            timeouts=QemuTimeouts(boot_s=self.request.boot_timeout_s),
+                                            log=self.log)
+        return self._transport
+
+    def deploy(self) -> dict[str, Path]:
+        """QEMU: stage the modules and the guest runner into the initramfs (built at boot)."""
+        files = guest_files(self.shipped_modules())
+        with phase(self.outcome, "deploy", self.log):
+            self.transport().push(files)
+        return files
+
+    def _stage_current_modules(self) -> None:
+        """Before an early boot: the guest runner, and every module whose last shipped file is still
+        current (its directory needs no build), go into the initramfs; the rest follow by console."""
+        tree, toolchain = self.kernel(), find_toolchain(self.request.target)
+        out = self.request.generated_root / self.request.target.name / "ship"
+        current = []
+        for module_dir in self.module_dirs():
+            if is_up_to_date(tree, toolchain, module_dir):
+                for name in module_names(module_dir):
+                    shipped = out / f"{name}.ko"
+                    if shipped.is_file() and shipped.stat().st_mtime >= (module_dir / f"{name}.ko").stat().st_mtime:
+                        current.append(shipped)
+        self.transport().push(guest_files(current))
+
+    def _boot_while_building(self) -> None:
+        """Boot while Kbuild runs (in a thread: QEMU must be started by the main thread, since it dies
+        with the thread that started it, see deploy.qemu); the rebuilt modules then go by console."""
+        transport = self.transport()
+        self._stage_current_modules()
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            building = pool.submit(self.shipped_modules)
+            try:
+                transport.boot()
+            finally:
+                error = building.exception()
+            if error is not None:
+                transport.power_off()
+                raise error
+
+    def run(self) -> RunOutcome:
+        """Boot, run the plan, collect the bundle, verify it; a run error still writes its verdict."""
+        tree: KernelTree | None = None
+        try:
+            tree = self.kernel()
+            if self.needs_build():
+                with phase(self.outcome, "build+boot", self.log):
+                    self._boot_while_building()
+            bundle = new_bundle_dir(self.request)
+            self.outcome.bundle_dir = bundle
+            write_target_facts(self.request, tree, guest_cmdline(self.request), bundle)
+            with phase(self.outcome, "collect", self.log):
+                collect_bundle(self.transport(), self.shipped_modules(), bundle, self.log,
+                               plan_timeout_s=self.request.plan_timeout_s)
+            with phase(self.outcome, "verify", self.log):
+                result = verify_bundle(bundle)
+            verdict = Verdict(self.request.target.name, self.request.target.arch, tree.release, tree.version,
+                              result.checks, extra={"phases": self._phase_json()})
+        except KitError as err:
+            verdict = error_verdict(self.request, tree, err, self._partial_checks())
+        return finish(self.outcome, verdict)
+
+    def _partial_checks(self) -> list[Check]:
+        """What the partial bundle still proves (modules that finished before the crash)."""
+        bundle = self.outcome.bundle_dir
+        if bundle is None:
+            return []
+        try:
+            return verify_bundle(bundle).checks
+        except KitError as err:
+            self.log(f"partial bundle not checkable: {err}")
+            return []
+
+    def _phase_json(self) -> list[dict[str, object]]:
+        return [{"name": p.name, "status": p.status, "elapsed_s": round(p.elapsed_s, 3)} for p in self.outcome.phases]
