@@ -8,7 +8,10 @@ before insmod: 5.10/6.1 `module_alloc` (arch/arm/kernel/module.c) core then init
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from analysis.elf.footprint import Footprint, Region, predict_footprint
+from analysis.elf.symbols import defined_symbols
 from analysis.model.allocator import VmallocModel, VmallocRequest, rules_for
 from analysis.parsers import KtapDocument, VmallocEntry
 from analysis.verify.bundle import ModuleRun
@@ -65,6 +68,31 @@ def _ktap_region_checks(name: str, doc: KtapDocument, footprint: Footprint,
     return checks
 
 
+# kit_vmalloc_exec's `symbols.*` diagnostics and the C symbols they print (templates/modules/vmalloc_exec.c.j2).
+REPORTED_SYMBOLS = {"text_fn": "kit_text_fn", "rodata_var": "kit_rodata_var", "data_var": "kit_data_var",
+                    "bss_var": "kit_bss_var", "this_module": "__this_module", "init_fn": "kit_init"}
+
+
+def _symbol_checks(name: str, ko: Path, doc: KtapDocument, footprint: Footprint,
+                   bases: dict[str, int]) -> list[Check]:
+    """Each symbol the module printed with %px == its section's predicted address + its st_value."""
+    symbols = defined_symbols(ko)
+    placed = {s.index: s for s in footprint.sections}
+    checks = []
+    for key, symbol in REPORTED_SYMBOLS.items():
+        reported = doc.diag_int(f"symbols.{key}")
+        if reported is None or symbol not in symbols:
+            continue
+        index, value = symbols[symbol]
+        section = placed.get(index)
+        predicted = (bases[section.region] + section.offset + value
+                     if section is not None and section.region in bases else None)
+        where = f"{section.name}+0x{value:x}" if section is not None else "an unplaced section"
+        checks.append(compare_address(f"{name}.symbols.{key}", FAMILY, predicted, reported,
+                                      f"{symbol} at {where}: region base + section offset + st_value"))
+    return checks
+
+
 def footprint_checks(run: ModuleRun, ctx: Context) -> list[Check]:
     name = run.name
     if run.ko is None or run.modules is None:
@@ -95,6 +123,7 @@ def footprint_checks(run: ModuleRun, ctx: Context) -> list[Check]:
                               f"{len(predicted)} core sections at region base + layout offset"))
     if run.ktap is not None:
         checks += _ktap_region_checks(name, run.ktap, footprint, bases)
+        checks += _symbol_checks(name, run.ko, run.ktap, footprint, bases)
     return checks
 
 

@@ -67,6 +67,8 @@ MUTATIONS = [
     ("modules/kit_ioremap.txt", r"^(kit_ioremap )(\d+)", plus(4096), "kit_ioremap.proc_modules.size"),
     ("sections/kit_kmap.txt", r"^(\.bss )(\S+)", plus(8), "kit_kmap.sections"),
     ("meminfo.txt", r"^(HighTotal:\s+)(\d+)", plus(-4), "meminfo.HighTotal_vs_kernel"),
+    ("ktap/kit_vmalloc_exec.ktap", r"^(# symbols\.init_fn=)(\S+)", plus(4), "kit_vmalloc_exec.symbols.init_fn"),
+    ("ktap/kit_vmalloc_exec.ktap", r"^(# regions\.core\.size=)(\S+)", plus(4096), "kit_vmalloc_exec.regions.core.size"),
 ]
 
 
