@@ -188,6 +188,17 @@ def arm_add_memory(start: int, size: int, phys_offset: int, lpae: bool) -> Bank 
     return (aligned, size) if size else None
 
 
+def memblock_add(base: int, size: int, lpae: bool) -> Bank | None:
+    """DT memory banks reach memblock through memblock_add (drivers/of/fdt.c early_init_dt_add_memory_arch),
+    whose memblock_cap_size (mm/memblock.c, 5.10/6.1/6.12) keeps base + size below PHYS_ADDR_MAX: with a
+    32-bit phys_addr_t (!LPAE) a bank ending at 4 GiB loses its last byte, so its last page (PFN_DOWN of
+    the end) is not RAM. QEMU virt with -m 3072: RAM 0x40000000-0xffffefff, HighMem one page short."""
+    phys_addr_max = (1 << 64) - 1 if lpae else ULONG_MAX
+    size = min(size, phys_addr_max - base)
+    end = (base + size) & ~(PAGE_SIZE - 1)
+    return (base, end - base) if end > base else None
+
+
 def apply_early_mem(banks: Sequence[Bank], cmdline: str, phys_offset: int, lpae: bool) -> list[Bank]:
     """arch/arm/kernel/setup.c early_mem (6.1:819): the first `mem=size[@start]` removes every bank,
     each one then adds [start (default PHYS_OFFSET), +size). ARM's mem= is not the generic memblock cap."""
@@ -311,7 +322,7 @@ def arm_layout(inp: ArmLayoutInput) -> ArmLayout:
         raise UserError(f"not modelled: ARM kernel {format_version(inp.version)} takes VMALLOC_END "
                         "from per-machine headers; use 3.4 or newer")
     cfg = inp.config
-    banks = _merge(inp.banks)
+    banks = [b for b in (memblock_add(base, size, cfg.lpae) for base, size in _merge(inp.banks)) if b]
     phys_offset = banks[0][0] if inp.phys_offset is None else inp.phys_offset
     banks = apply_early_mem(banks, inp.cmdline, phys_offset, cfg.lpae)
     if not banks:
