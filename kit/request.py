@@ -25,7 +25,7 @@ class RunRequest:
     results_root: Path = REPO / "results"
     generated_root: Path = REPO / "generated"
     templates_dir: Path = TEMPLATES_DIR
-    boot_timeout_s: float = 120.0
+    boot_timeout_s: float = 60.0
     plan_timeout_s: float = 300.0
 
     @property

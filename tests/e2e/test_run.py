@@ -131,3 +131,16 @@ def test_a_users_prebuilt_module_gets_its_footprint_checked(tmp_path: Path, targ
     assert ids["crc7.proc_modules.size"] == "pass"
     assert ids["crc7.sections"] == "pass"
     assert ids["crc7.proc_modules.address"] == "pass"
+
+
+def test_a_kernel_that_panics_at_boot_gives_an_error_verdict_quickly(tmp_path: Path) -> None:
+    """vmalloc=1000M leaves 32 MiB of lowmem (early_vmalloc's clamp): too little for the memory map of
+    1 GiB, so 6.12 panics in paging_init. earlycon (in the targets' command line) shows it at once."""
+    import time
+
+    started = time.monotonic()
+    outcome = run(tmp_path, "arm-6.12", append="vmalloc=1000M", boot_timeout_s=60.0)
+    assert time.monotonic() - started < 40
+    assert outcome.verdict is not None and outcome.verdict.status == "error"
+    assert "Kernel panic" in (outcome.verdict.log_excerpt or "")
+    assert outcome.bundle_dir is not None and "Kernel panic" in (outcome.bundle_dir / "boot.log").read_text()
