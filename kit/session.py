@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -139,12 +140,12 @@ class RunSession:
         tree: KernelTree | None = None
         try:
             tree = self.kernel()
-            if self.needs_build():
-                with phase(self.outcome, "build+boot", self.log):
-                    self._boot_while_building()
             bundle = new_bundle_dir(self.request)
             self.outcome.bundle_dir = bundle
             write_target_facts(self.request, tree, guest_cmdline(self.request), bundle)
+            if self.needs_build():
+                with phase(self.outcome, "build+boot", self.log):
+                    self._boot_while_building()
             with phase(self.outcome, "collect", self.log):
                 collect_bundle(self.transport(), self.shipped_modules(), bundle, self.log,
                                plan_timeout_s=self.request.plan_timeout_s)
@@ -153,8 +154,17 @@ class RunSession:
             verdict = Verdict(self.request.target.name, self.request.target.arch, tree.release, tree.version,
                               result.checks, extra={"phases": self._phase_json()})
         except KitError as err:
+            self._keep_console_log()
             verdict = error_verdict(self.request, tree, err, self._partial_checks())
         return finish(self.outcome, verdict)
+
+    def _keep_console_log(self) -> None:
+        """A boot that failed before the collection started still leaves its console in the bundle."""
+        bundle, transport = self.outcome.bundle_dir, self._transport
+        if bundle is None or transport is None or (bundle / "boot.log").is_file():
+            return
+        if transport.console_log.is_file():
+            shutil.copyfile(transport.console_log, bundle / "boot.log")
 
     def _partial_checks(self) -> list[Check]:
         """What the partial bundle still proves (modules that finished before the crash)."""
