@@ -11,7 +11,7 @@ Version differences are data (``ALLOCATOR_RULES``), each row citing the function
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -101,6 +101,21 @@ def ioremap_align(size: int, ioremap_max_order: int = 19) -> int:
     before the guard page is added. IOREMAP_MAX_ORDER is 19 on ARM SMP/LPAE, 24 on UP non-LPAE.
     """
     return 1 << max(PAGE_SHIFT, min(get_count_order(size), ioremap_max_order))
+
+
+# ARM IOREMAP_MAX_ORDER: 24 only on !SMP && !LPAE (asm/memory.h 5.10:78), otherwise the generic
+# 7 + PAGE_SHIFT (include/linux/vmalloc.h 5.10:47-48; the same in 6.1 and 6.12).
+IOREMAP_MAX_ORDER_UP, IOREMAP_MAX_ORDER_SMP = 24, 19
+
+
+def arm_ioremap_max_order(config: Mapping[str, str]) -> tuple[int, str]:
+    """IOREMAP_MAX_ORDER of an ARM kernel from its .config, and why; without SMP in the config, the
+    weaker (smaller) bound."""
+    smp, lpae = config.get("CONFIG_SMP"), config.get("CONFIG_ARM_LPAE")
+    if smp == "n" and lpae != "y":
+        return IOREMAP_MAX_ORDER_UP, "IOREMAP_MAX_ORDER 24 (!SMP, !LPAE)"
+    known = smp is not None
+    return IOREMAP_MAX_ORDER_SMP, "IOREMAP_MAX_ORDER 19" + ("" if known else " (SMP unknown: the weaker bound)")
 
 
 def lazy_max_pages(ncpus: int) -> int:

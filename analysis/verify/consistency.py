@@ -13,6 +13,7 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Literal, TypeVar
 
+from analysis.model.allocator import arm_ioremap_max_order
 from analysis.model.layout_arm import PAGE_SIZE, ArmLayout, modules_range
 from analysis.model.other_arches import NotModelled, x86_32_layout
 from analysis.model.units import Version
@@ -66,8 +67,6 @@ VMAP_NODES: VersionTable[bool] = VersionTable("per-node vmallocinfo order", (
 STATIC_CALLERS = ("iotable_init", "pci_reserve_io", "pmd_empty_section_gap", "vm_reserve_area_early",
                   "debug_ll_io_init")
 
-# asm/memory.h 5.10:78: 24 only on !SMP && !LPAE, otherwise include/linux/vmalloc.h 7 + PAGE_SHIFT.
-IOREMAP_MAX_ORDER_UP, IOREMAP_MAX_ORDER_SMP = 24, 19
 
 
 T = TypeVar("T")
@@ -362,14 +361,6 @@ def _ioremap_finder(max_order: int) -> Finder:
     return lambda entries: _first(entries, problem)
 
 
-def _ioremap_max_order(config: dict[str, str]) -> tuple[int, str]:
-    smp, lpae = config.get("CONFIG_SMP"), config.get("CONFIG_ARM_LPAE")
-    if smp == "n" and lpae != "y":
-        return IOREMAP_MAX_ORDER_UP, "IOREMAP_MAX_ORDER 24 (!SMP, !LPAE)"
-    known = smp is not None
-    return IOREMAP_MAX_ORDER_SMP, "IOREMAP_MAX_ORDER 19" + ("" if known else " (SMP unknown: the weaker bound)")
-
-
 def vmallocinfo_checks(snap: Snapshot, ctx: Context) -> list[Check]:
     entries = snap.entries
     kind = address_kind(entries)
@@ -407,7 +398,7 @@ def _ioremap_check(snap: Snapshot, ctx: Context) -> Check:
     if rule != "count_order" or ctx.arch not in ("arm", None):
         why = "kernel version unknown" if rule is None else f"{rule} rule for this version or arch"
         return skip(f"vmallocinfo.{snap.label}.ioremap_align", "vmallocinfo", why)
-    max_order, source = _ioremap_max_order(ctx.config)
+    max_order, source = arm_ioremap_max_order(ctx.config)
     return _invariant(snap, "ioremap_align", _ioremap_finder(max_order), snap.entries,
                       f"ioremap start aligned to 2^clamp(order(size - guard), 12, max); {source}")
 

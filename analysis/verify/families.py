@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from analysis.model.allocator import PAGE_SIZE, FreeMap, VmallocRequest, capacity, rules_for
+from analysis.model.allocator import (
+    PAGE_SIZE,
+    FreeMap,
+    VmallocRequest,
+    arm_ioremap_max_order,
+    capacity,
+    rules_for,
+)
 from analysis.model.kmap import (
     kmap_atomic_address,
     kmap_local_address,
@@ -29,13 +36,6 @@ from analysis.verify.replay import (
     stack_subsets,
     uncertain_stacks,
 )
-
-
-# ARM's IOREMAP_MAX_ORDER: 24 only on !SMP && !LPAE, else 7 + PAGE_SHIFT (asm/memory.h 5.10:78).
-def ioremap_max_order(config: dict[str, str]) -> int:
-    up_non_lpae = config.get("CONFIG_SMP", "n") != "y" and config.get("CONFIG_ARM_LPAE", "n") != "y"
-    return 24 if config and up_non_lpae else 19
-
 
 VMALLOC_CASES = ("subpage", "one_page", "several_pages", "big", "vzalloc", "aligned")
 IOREMAP_CASES = ("uart", "rtc", "unaligned", "large")
@@ -91,7 +91,7 @@ def ioremap_checks(run: ModuleRun, doc: KtapDocument, ctx: Context, layout: ArmL
     family = "ioremap"
     during = _during(run)
     assert ctx.version is not None
-    max_order = ioremap_max_order(ctx.config)
+    max_order, _ = arm_ioremap_max_order(ctx.config)
     steps, checks = [], []
     for case in IOREMAP_CASES:
         phys, size, cookie = (doc.diag_int(f"{case}.{k}") for k in ("phys", "size", "cookie"))
