@@ -175,14 +175,17 @@ def run(c: Any, target: str | None = None, mem: str | None = None, append: str |
         module: list[str] | None = None, kdir: str | None = None, image: str | None = None,
         dtb: str | None = None, timeout: float | None = None) -> None:
     """Boot, run every test module, collect the bundle, verify it. Exit 0 only if every check passed."""
-    from analysis.verify.report import format_table, summary_line
+    from analysis.verify.report import family_summary, format_table, summary_line, worst_first
 
     with _exit_codes():
         request = _request(target, mem, append, module, kdir, image, dtb, timeout)
         outcome = _memo(request, lambda s: s.run())
         verdict = outcome.verdict
-        print(format_table(verdict.checks))
-        print(summary_line(verdict.checks))
+        not_passed = [check for check in worst_first(verdict.checks) if check.status != "pass"]
+        if not_passed:
+            print(format_table(not_passed))
+        print(family_summary(verdict.checks), end="")
+        print(summary_line(verdict.checks) + "  (every check: report.txt in the bundle)")
         if verdict.run_error:
             print(f"run error: {verdict.run_error}", file=sys.stderr)
             if verdict.log_excerpt:
@@ -216,7 +219,7 @@ def model(c: Any, kernel: str, ram: str, arch: str = "arm", ram_base: str | None
             "json": "write the verdict JSON here"})
 def check(c: Any, bundle: str, json: str | None = None) -> None:
     """Check a bundle offline. Exit 0 when consistent, 1 when a check fails, 2 when the input is unusable."""
-    from analysis.verify.report import format_table, summary_line
+    from analysis.verify.report import family_summary, format_table, summary_line, worst_first
     from analysis.verify.verify import verify_bundle
     from kit.verdict import Verdict, write_verdict_json
 
@@ -230,7 +233,8 @@ def check(c: Any, bundle: str, json: str | None = None) -> None:
             version=".".join(map(str, ctx.version)) if ctx.version else None,
             checks=result.checks,
         )
-        print(format_table(result.checks))
+        print(format_table(worst_first(result.checks)))
+        print(family_summary(result.checks), end="")
         print(summary_line(result.checks))
         if json:
             write_verdict_json(verdict, Path(json))

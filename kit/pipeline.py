@@ -19,6 +19,7 @@ from pathlib import Path
 from analysis.elf.loader import read_module_bytes
 from analysis.model.banner import QEMU_VIRT_RAM_BASE
 from analysis.verify.check import Check
+from analysis.verify.report import format_table, worst_first
 from kbuild.kernels import KernelTree, fetch_busybox, fetch_debian_kernel, local_kernel_tree
 from kbuild.make import (
     check_vermagic,
@@ -145,6 +146,7 @@ def finish(outcome: RunOutcome, verdict: Verdict) -> RunOutcome:
     if outcome.bundle_dir is not None:
         write_verdict_json(verdict, outcome.bundle_dir / "verdict.json")
         write_junit(verdict, outcome.bundle_dir / "junit.xml")
+        (outcome.bundle_dir / "report.txt").write_text(format_table(worst_first(verdict.checks)))
     return outcome
 
 

@@ -42,3 +42,17 @@ def summary_line(checks: Sequence[Check]) -> str:
     counts = summarize(checks)
     parts = ", ".join(f"{counts[status]} {status}" for status in ("pass", "fail", "skip", "error"))
     return f"{len(checks)} checks: {parts}"
+
+
+def family_summary(checks: Sequence[Check]) -> str:
+    """One line per family: ``vmalloc      52 pass  0 fail  0 skip  0 error``, families in first-seen order."""
+    families: dict[str, list[Check]] = {}
+    for check in checks:
+        families.setdefault(check.family, []).append(check)
+    width = max((len(name) for name in families), default=0)
+    lines = []
+    for name, members in families.items():
+        counts = summarize(members)
+        cells = "  ".join(f"{counts[status]:4d} {status}" for status in ("pass", "fail", "skip", "error"))
+        lines.append(f"  {name:<{width}}  {cells}")
+    return "\n".join(lines) + "\n"
