@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from kbuild import kernels
-from kbuild.kernels import PrivateApt, kernel_release, local_kernel_tree, makefile_version, newest_version
+from kbuild import apt, kernels
+from kbuild.apt import PrivateApt
+from kbuild.kernels import kernel_release, local_kernel_tree, makefile_version, newest_version
 from kit.errors import InfraError, UserError
 
 # `apt-get update` output, captured 2025-11 while deb.debian.org's security mirror was mid-sync.
@@ -31,10 +32,10 @@ DEPENDS_6_12 = (
 
 
 def test_apt_failures_keep_the_failed_fetch() -> None:
-    failures = kernels._apt_failures(APT_UPDATE_MIRROR_SYNC)
+    failures = apt._apt_failures(APT_UPDATE_MIRROR_SYNC)
     assert any("/dists/bookworm-security/" in f for f in failures)
     assert not any("/dists/bookworm/" in f for f in failures)
-    assert kernels._apt_error_line(APT_UPDATE_MIRROR_SYNC).startswith("Failed to fetch http://deb.debian.org")
+    assert apt._apt_error_line(APT_UPDATE_MIRROR_SYNC).startswith("Failed to fetch http://deb.debian.org")
 
 
 def test_depends_names_stop_at_commas() -> None:
