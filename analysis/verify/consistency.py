@@ -7,19 +7,16 @@ A snapshot gets one check per invariant; the detail names the first offending li
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from itertools import pairwise
-from pathlib import Path
 from typing import Literal, TypeVar
 
-from analysis.model.allocator import arm_ioremap_max_order
 from analysis.model.layout_arm import PAGE_SIZE, ArmLayout, modules_range
 from analysis.model.other_arches import NotModelled, x86_32_layout
 from analysis.model.units import Version
 from analysis.model.versions import Row, VersionTable
-from analysis.parsers import ProcModule, VmallocEntry
-from analysis.verify.bundle import SNAPSHOTS, Bundle
+from analysis.parsers import ProcModule
+from analysis.verify.bundle import Bundle
 from analysis.verify.check import Check, CheckStatus, compare, skip
 from analysis.verify.context import Context
 from analysis.verify.crosscapture import (
@@ -29,8 +26,7 @@ from analysis.verify.crosscapture import (
     sizes_page_aligned,
     uses_mod_mem,
 )
-
-Span = tuple[int, int]
+from analysis.verify.snapshot_checks import Span, address_kind, snapshots, span_text, vmallocinfo_checks
 
 # --- version tables --------------------------------------------------------------------------------
 
@@ -45,30 +41,6 @@ VMALLOC_USED: VersionTable[VmallocUsedRule] = VersionTable("meminfo VmallocUsed"
     Row((5, 3, 0), "vmalloc_pages", "fs/proc/meminfo.c vmalloc_nr_pages (commit 97105f0ab7b8)"),
 ))
 
-# mm/vmalloc.c __get_vm_area_node: VM_IOREMAP areas are aligned to
-# 1 << clamp(get_count_order_long(size), PAGE_SHIFT, IOREMAP_MAX_ORDER) (5.10:2056, 6.1:2545, 6.12:3168);
-# the 4.9.129 Fullhan capture agrees line by line. Older kernels used fls_long(size): not checked.
-IoremapAlignRule = Literal["unverified", "count_order"]
-IOREMAP_ALIGN: VersionTable[IoremapAlignRule] = VersionTable("ioremap alignment", (
-    Row((2, 6, 0), "unverified", "mm/vmalloc.c fls_long era, not read"),
-    Row((4, 9, 0), "count_order", "mm/vmalloc.c __get_vm_area_node get_count_order_long (5.10:2056)"),
-))
-
-# Busy vmallocinfo lines are address-ascending (one rbtree walk) except on 6.9+ with several vmap nodes
-# (64-bit SMP only; 32-bit ARM has nr_vmap_nodes == 1: 6.12 mm/vmalloc.c vmap_init_nodes:5179).
-VMAP_NODES: VersionTable[bool] = VersionTable("per-node vmallocinfo order", (
-    Row((2, 6, 0), False, "mm/vmalloc.c s_show over vmap_area_list (5.10:3504, 6.1:4210)"),
-    Row((6, 9, 0), True, "mm/vmalloc.c vmalloc_info_show per vmap node (6.12:5046)",
-        bracket=((6, 1, 192), (6, 12, 0))),
-))
-
-# ARM static mappings (no guard page, may sit anywhere between VMALLOC_START and the fixmap):
-# arch/arm/mm/mmu.c iotable_init / pci_reserve_io / pmd_empty_section_gap, ioremap.c (6.1:1020, 1133).
-STATIC_CALLERS = ("iotable_init", "pci_reserve_io", "pmd_empty_section_gap", "vm_reserve_area_early",
-                  "debug_ll_io_init")
-
-
-
 T = TypeVar("T")
 
 
@@ -79,10 +51,6 @@ def _version_value(table: VersionTable[T], version: Version | None) -> T | None:
 def _notes(ctx: Context) -> str:
     notes: tuple[str, ...] = getattr(ctx, "notes", ())
     return f" (inferred: {'; '.join(notes)})" if notes else ""
-
-
-def _span(span: Span) -> str:
-    return f"0x{span[0]:08x}-0x{span[1]:08x}"
 
 
 # --- layout ----------------------------------------------------------------------------------------
@@ -144,8 +112,8 @@ def _region_check(name: str, expected: Span | None, printed: tuple[int | None, i
         return skip(check_id, "layout", f"{name} is not printed in this block")
     if printed[0] is None or printed[1] is None:
         return skip(check_id, "layout", f"{name} printed as 0x(ptrval) (pointer hashing)")
-    actual = _span((printed[0], printed[1]))
-    return compare(check_id, "layout", _span(expected) if expected else "not printed", actual,
+    actual = span_text((printed[0], printed[1]))
+    return compare(check_id, "layout", span_text(expected) if expected else "not printed", actual,
                    f"model vs boot log{note}")
 
 
@@ -214,195 +182,6 @@ def _vmalloc_used(bundle: Bundle, meminfo: dict[str, int], version: Version | No
                    f"4 * pages= of vmalloc lines in vmallocinfo/{first.name}.before.txt")
 
 
-# --- vmallocinfo -----------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Snapshot:
-    label: str
-    path: Path
-    entries: list[VmallocEntry]
-    line_offset: int   # provenance lines stripped before parsing
-
-    def where(self, entry: VmallocEntry) -> str:
-        return f"{self.path.name} line {entry.line + self.line_offset}"
-
-
-def _leading_comment_lines(path: Path) -> int:
-    count = 0
-    for line in path.read_text(errors="replace").splitlines():
-        if not line.startswith("#"):
-            break
-        count += 1
-    return count
-
-
-def snapshots(bundle: Bundle) -> list[Snapshot]:
-    found = []
-    if bundle.vmallocinfo is not None:
-        path = bundle.path / "vmallocinfo.txt"
-        found.append(Snapshot("snapshot", path, bundle.vmallocinfo, _leading_comment_lines(path)))
-    for run in bundle.runs:
-        for when in SNAPSHOTS:
-            if when in run.vmallocinfo:
-                path = bundle.path / "vmallocinfo" / f"{run.name}.{when}.txt"
-                found.append(Snapshot(f"{run.name}.{when}", path, run.vmallocinfo[when], 0))
-    return found
-
-
-def address_kind(entries: Sequence[VmallocEntry]) -> Literal["real", "zeroed", "hashed", "empty"]:
-    """Like analysis.parsers.address_state, but one wrong line does not make a snapshot "hashed":
-    %pK hashes each pointer alone, so a hashed file disagrees on (nearly) every line."""
-    if not entries:
-        return "empty"
-    if all(entry.start == 0 and entry.end == 0 for entry in entries):
-        return "zeroed"
-    wrong = sum(1 for entry in entries if entry.end - entry.start != entry.size)
-    return "hashed" if wrong * 2 > len(entries) else "real"
-
-
-Finder = Callable[[Sequence[VmallocEntry]], tuple[VmallocEntry, str] | None]
-
-
-def _invariant(snap: Snapshot, name: str, finder: Finder, entries: Sequence[VmallocEntry],
-               rule: str) -> Check:
-    found = finder(entries)
-    check_id = f"vmallocinfo.{snap.label}.{name}"
-    if found is None:
-        return Check(check_id, "vmallocinfo", "pass", rule, f"{len(entries)} lines hold", str(snap.path.name))
-    entry, problem = found
-    return Check(check_id, "vmallocinfo", "fail", rule, problem, f"first offending: {snap.where(entry)}: {problem}")
-
-
-def _first(entries: Sequence[VmallocEntry], problem: Callable[[VmallocEntry], str | None]
-           ) -> tuple[VmallocEntry, str] | None:
-    for entry in entries:
-        found = problem(entry)
-        if found is not None:
-            return entry, found
-    return None
-
-
-def _arithmetic(entry: VmallocEntry) -> str | None:
-    if entry.end - entry.start != entry.size:
-        return f"end - start = {entry.end - entry.start} != size {entry.size}"
-    if entry.size % PAGE_SIZE or entry.start % PAGE_SIZE:
-        return f"start 0x{entry.start:x} or size {entry.size} not page aligned"
-    return None
-
-
-def _is_static(entry: VmallocEntry) -> bool:
-    return entry.caller is not None and entry.caller.split("+")[0] in STATIC_CALLERS
-
-
-def _guard(entry: VmallocEntry) -> str | None:
-    """§6.3: __vmalloc_area_node maps nr_pages = (size - guard) / PAGE_SIZE; no VM_NO_GUARD user prints pages=."""
-    if entry.pages is None or "vmalloc" not in entry.flags:
-        return None
-    if entry.size != (entry.pages + 1) * PAGE_SIZE:
-        return f"size {entry.size} != (pages={entry.pages} + 1) * 4096"
-    return None
-
-
-def _busy(entries: Sequence[VmallocEntry]) -> list[VmallocEntry]:
-    return [entry for entry in entries if entry.kind != "unpurged"]
-
-
-def _order(entries: Sequence[VmallocEntry]) -> tuple[VmallocEntry, str] | None:
-    busy = _busy(entries)
-    for previous, entry in pairwise(busy):
-        if entry.start <= previous.start:
-            return entry, f"0x{entry.start:x} does not follow 0x{previous.start:x} (line {previous.line})"
-    return None
-
-
-def _overlap(entries: Sequence[VmallocEntry]) -> tuple[VmallocEntry, str] | None:
-    busy = sorted(_busy(entries), key=lambda entry: entry.start)
-    for previous, entry in pairwise(busy):
-        if entry.start < previous.end:
-            return entry, f"starts at 0x{entry.start:x} inside line {previous.line} ending 0x{previous.end:x}"
-    return None
-
-
-def allowed_spans(layout: ArmLayout) -> tuple[list[Span], list[Span]]:
-    """§6.5: vmalloc area and module area; static maps anywhere from VMALLOC_START up to the fixmap, and
-    in lowmem: dma_contiguous_remap (arch/arm/mm/dma-mapping.c, 5.10/6.1/6.12) registers a CMA area that
-    lies in lowmem with iotable_init at its linear address (seen on QEMU virt with -m 768)."""
-    normal = [(layout.VMALLOC_START, layout.VMALLOC_END), (layout.MODULES_VADDR, layout.MODULES_END)]
-    lowmem = (layout.PAGE_OFFSET, layout.high_memory)
-    return normal, [*normal, (layout.VMALLOC_START, layout.FIXADDR_START), lowmem]
-
-
-def _region_finder(layout: ArmLayout) -> Finder:
-    normal, static = allowed_spans(layout)
-
-    def problem(entry: VmallocEntry) -> str | None:
-        start, end = entry.start, entry.end
-        for low, high in normal:  # most lines: no need to look at the caller
-            if low <= start and end <= high:
-                return None
-        spans = static if _is_static(entry) else normal
-        if any(low <= start and end <= high for low, high in spans):
-            return None
-        return f"{_span((entry.start, entry.end))} outside {', '.join(_span(span) for span in spans)}"
-
-    return lambda entries: _first(_busy(entries), problem)
-
-
-def _ioremap_finder(max_order: int) -> Finder:
-    def problem(entry: VmallocEntry) -> str | None:
-        if "ioremap" not in entry.flags or _is_static(entry) or entry.size <= PAGE_SIZE:
-            return None
-        request = entry.size - PAGE_SIZE   # the guard is added after the alignment is chosen
-        order = min(max(PAGE_SIZE.bit_length() - 1, (request - 1).bit_length()), max_order)
-        if entry.start % (1 << order):
-            return f"0x{entry.start:x} not aligned to 2^{order} for a {request}-byte ioremap"
-        return None
-
-    return lambda entries: _first(entries, problem)
-
-
-def vmallocinfo_checks(snap: Snapshot, ctx: Context) -> list[Check]:
-    entries = snap.entries
-    kind = address_kind(entries)
-    prefix = f"vmallocinfo.{snap.label}"
-    checks = [_invariant(snap, "guard", lambda e: _first(e, _guard), entries,
-                         "vmalloc lines: size == (pages + 1) * 4096 (guard page)")]
-    if kind != "real":
-        reason = f"addresses are {kind} (kptr_restrict, spec §2.6): not compared"
-        return checks + [skip(f"{prefix}.{name}", "vmallocinfo", reason)
-                         for name in ("arithmetic", "order", "overlap", "region", "ioremap_align")]
-    checks.append(_invariant(snap, "arithmetic", lambda e: _first(e, _arithmetic), entries,
-                             "end - start == size, page aligned"))
-    checks.append(_order_check(snap, ctx.version))
-    checks.append(_invariant(snap, "overlap", _overlap, entries, "busy areas do not overlap"))
-    if ctx.layout is None or ctx.arch != "arm":
-        checks.append(skip(f"{prefix}.region", "vmallocinfo", ctx.why_no_layout or "no layout model"))
-    else:
-        checks.append(_invariant(snap, "region", _region_finder(ctx.layout), entries,
-                                 "in [VMALLOC_START, VMALLOC_END), the module area or static maps"))
-    checks.append(_ioremap_check(snap, ctx))
-    return checks
-
-
-def _order_check(snap: Snapshot, version: Version | None) -> Check:
-    wide = any(entry.end > 0xFFFFFFFF for entry in snap.entries)
-    grouped = _version_value(VMAP_NODES, version)
-    if wide and grouped is not False:
-        return skip(f"vmallocinfo.{snap.label}.order", "vmallocinfo",
-                    "64-bit 6.9+ (or unknown version) groups lines per vmap node: order not defined")
-    return _invariant(snap, "order", _order, snap.entries, "busy lines strictly ascending")
-
-
-def _ioremap_check(snap: Snapshot, ctx: Context) -> Check:
-    rule = _version_value(IOREMAP_ALIGN, ctx.version)
-    if rule != "count_order" or ctx.arch not in ("arm", None):
-        why = "kernel version unknown" if rule is None else f"{rule} rule for this version or arch"
-        return skip(f"vmallocinfo.{snap.label}.ioremap_align", "vmallocinfo", why)
-    max_order, source = arm_ioremap_max_order(ctx.config)
-    return _invariant(snap, "ioremap_align", _ioremap_finder(max_order), snap.entries,
-                      f"ioremap start aligned to 2^clamp(order(size - guard), 12, max); {source}")
-
-
 # --- modules ---------------------------------------------------------------------------------------
 
 def module_lists(bundle: Bundle) -> list[tuple[str, list[ProcModule]]]:
@@ -469,7 +248,7 @@ def _module_region(base: str, shown: Sequence[ProcModule], ctx: Context) -> Chec
     spans = [modules_range(ctx.arm_config)]
     if ctx.layout is not None:
         spans.append((ctx.layout.VMALLOC_START, ctx.layout.VMALLOC_END))
-    rule = "in " + " or ".join(_span(span) for span in spans)
+    rule = "in " + " or ".join(span_text(span) for span in spans)
     bad = [m for m in shown if not any(low <= (m.address or 0) < high for low, high in spans)]
     return _list_result(f"{base}.region", rule + _notes(ctx), bad, "outside the module area")
 
