@@ -49,6 +49,7 @@ class RunSession:
         self._dirs: list[Path] | None = None
         self._built: list[BuiltModule] | None = None
         self._shipped: list[Path] | None = None
+        self._user: list[Path] | None = None
         self._transport: QemuTransport | None = None
 
     def kernel(self) -> KernelTree:
@@ -76,13 +77,22 @@ class RunSession:
                 self._built = build_modules(tree, toolchain, dirs, jobs=os.cpu_count() or 2, log=self.log)
         return self._built
 
+    @property
+    def ship_dir(self) -> Path:
+        return self.request.generated_root / self.request.target.name / "ship"
+
+    def user_modules(self) -> list[Path]:
+        """The user's --module files, decompressed and vermagic-checked (no build needed)."""
+        if self._user is None:
+            self._user = ship_user_modules(self.request, self.kernel())
+        return self._user
+
     def shipped_modules(self) -> list[Path]:
         """What the guest loads, in the contract's order (debug info stripped), then the user's modules."""
         if self._shipped is None:
             toolchain = find_toolchain(self.request.target)
-            out = self.request.generated_root / self.request.target.name / "ship"
-            stripped = [strip_debug(b.ko, toolchain, out, self.log) for b in self.build()]
-            self._shipped = stripped + ship_user_modules(self.request, self.kernel())
+            stripped = [strip_debug(b.ko, toolchain, self.ship_dir, self.log) for b in self.build()]
+            self._shipped = stripped + self.user_modules()
         return self._shipped
 
     def transport(self) -> QemuTransport:
@@ -110,15 +120,14 @@ class RunSession:
         """Before an early boot: the guest runner, and every module whose last shipped file is still
         current (its directory needs no build), go into the initramfs; the rest follow by console."""
         tree, toolchain = self.kernel(), find_toolchain(self.request.target)
-        out = self.request.generated_root / self.request.target.name / "ship"
         current = []
         for module_dir in self.module_dirs():
             if is_up_to_date(tree, toolchain, module_dir):
                 for name in module_names(module_dir):
-                    shipped = out / f"{name}.ko"
+                    shipped = self.ship_dir / f"{name}.ko"
                     if shipped.is_file() and shipped.stat().st_mtime >= (module_dir / f"{name}.ko").stat().st_mtime:
                         current.append(shipped)
-        self.transport().push(guest_files(current))
+        self.transport().push(guest_files(current + self.user_modules()))
 
     def _boot_while_building(self) -> None:
         """Boot while Kbuild runs (in a thread: QEMU must be started by the main thread, since it dies
