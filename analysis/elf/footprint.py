@@ -129,10 +129,6 @@ class Footprint:
         """/proc/modules size once Live: init sizes are zeroed by do_init_module."""
         return sum(r.size for r in self.regions if not r.is_init)
 
-    @property
-    def loading_size(self) -> int:
-        return sum(r.size for r in self.regions)
-
     def region(self, name: str) -> Region:
         for region in self.regions:
             if region.name == name:

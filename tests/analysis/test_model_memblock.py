@@ -19,3 +19,13 @@ def test_3g_guest_has_one_page_less_highmem() -> None:
     layout = model_layout("arm", "5.10.223", "3G")
     assert layout.highmem_bytes == 0xFFFFF000 - 0x70000000
     assert layout.highmem_bytes // 1024 == 2359292
+
+
+def test_x86_64_kaslr_module_base_is_at_least_one_page_above_modules_vaddr() -> None:
+    # 5.10 arch/x86/kernel/module.c get_module_load_offset: k in 1..1024 pages above MODULES_VADDR
+    from analysis.model.other_arches import x86_64_module_load_offset_ok
+
+    assert not x86_64_module_load_offset_ok(0xFFFFFFFFC0000000)
+    assert x86_64_module_load_offset_ok(0xFFFFFFFFC0001000)
+    assert not x86_64_module_load_offset_ok(0xFFFFFFFFFF000000)
+    assert x86_64_module_load_offset_ok(0xFFFFFFFFA0000000, kaslr=False)
