@@ -122,6 +122,11 @@ class ConsoleShell:
         self.oops_seen = False
         self.kicks = 0  # blank lines sent to push stuck console input through
 
+    @property
+    def received(self) -> int:
+        """How many bytes the console has received so far (0: the guest never printed anything)."""
+        return len(self._history)
+
     def close(self) -> None:
         if not self._log.closed:
             self._log.close()

@@ -17,9 +17,10 @@ import shlex
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import IO
 
 from deploy.base import BootResult, CommandResult
 from deploy.console import ChannelClosed, ConsoleShell
@@ -66,9 +67,11 @@ class QemuChannel:
 
 
 def qemu_command(spec: QemuSpec, kernel: Path, initrd: Path, dtb: Path | None, append: str) -> list[str]:
+    """The exact machine the kit uses and nothing more: ``-nodefaults -nic none`` drops the default devices
+    (virt's virtio NIC needs ``efi-virtio.rom`` from ipxe-qemu, a package the kit does not install)."""
     command = [spec.binary, "-M", spec.machine, "-cpu", spec.cpu, "-m", str(spec.mem_mib),
-               "-smp", str(spec.smp), "-nographic", "-serial", "stdio", "-monitor", "none", "-no-reboot",
-               "-kernel", str(kernel), "-initrd", str(initrd), "-append", append]
+               "-smp", str(spec.smp), "-nodefaults", "-nic", "none", "-nographic", "-serial", "stdio",
+               "-monitor", "none", "-no-reboot", "-kernel", str(kernel), "-initrd", str(initrd), "-append", append]
     return [*command, "-dtb", str(dtb)] if dtb is not None else command
 
 
@@ -109,7 +112,8 @@ class QemuTransport:
             digest = hashlib.sha256(data).digest()
             if self._on_guest.get(remote) == digest:
                 continue  # already in the initramfs or pushed before: same bytes
-            elapsed = shell.push_file(remote, data, self.timeouts.fetch_s)
+            with self._qemu_reason():
+                elapsed = shell.push_file(remote, data, self.timeouts.fetch_s)
             self._on_guest[remote] = digest
             self.log(f"pushed {local.name} to {remote} through the console in {elapsed:.2f} s")
 
@@ -130,11 +134,13 @@ class QemuTransport:
                  f"{initrd.elapsed_s:.2f} s)")
         command = qemu_command(self.spec, self.kernel_image, initrd.path, self.dtb, self.append)
         self.log(shlex.join(command))
-        self._process = start_qemu(command)
+        with self.qemu_stderr.open("wb") as stderr:
+            self._process = start_qemu(command, stderr)
         self._shell = ConsoleShell(QemuChannel(self._process), self.console_log)
         try:
-            self._shell.wait_ready(self.timeouts.boot_s)
-            attempts = self._shell.handshake(max(5.0, self.timeouts.boot_s - (time.monotonic() - start)))
+            with self._qemu_reason():
+                self._shell.wait_ready(self.timeouts.boot_s)
+                attempts = self._shell.handshake(max(5.0, self.timeouts.boot_s - (time.monotonic() - start)))
             if attempts > 1:
                 self.log(f"the guest shell answered after {attempts} attempts")
         except DeployError:
@@ -142,16 +148,36 @@ class QemuTransport:
             raise
         return BootResult(time.monotonic() - start)
 
+    @property
+    def qemu_stderr(self) -> Path:
+        """QEMU's own messages, apart from the guest's console (appended to boot.log when QEMU stops)."""
+        return self.work_dir / "qemu.stderr"
+
+    @contextlib.contextmanager
+    def _qemu_reason(self) -> Iterator[None]:
+        """A console that closed because QEMU exited says why, in QEMU's own words (its stderr)."""
+        try:
+            yield
+        except TransportLost as err:
+            if self._process is None or self._shell is None:
+                raise
+            reason = qemu_exit_reason(self._process, self.qemu_stderr, guest_spoke=self._shell.received > 0)
+            if reason is None:
+                raise
+            raise TransportLost(reason, err.log_path, err.excerpt) from err
+
     def _ready_shell(self) -> ConsoleShell:
         if self._shell is None or self._process is None or self._process.poll() is not None:
             raise TransportLost("the QEMU guest is not running: call boot() first", self.console_log)
         return self._shell
 
     def run(self, command: str, timeout_s: float) -> CommandResult:
-        return self._ready_shell().run(command, timeout_s)
+        with self._qemu_reason():
+            return self._ready_shell().run(command, timeout_s)
 
     def fetch(self, remote_dir: str, local_dir: Path) -> list[Path]:
-        files = self._ready_shell().fetch_files(remote_dir, self.timeouts.fetch_s)
+        with self._qemu_reason():
+            files = self._ready_shell().fetch_files(remote_dir, self.timeouts.fetch_s)
         return write_tree(files, local_dir)
 
     def power_off(self) -> None:
@@ -166,6 +192,8 @@ class QemuTransport:
             shell.send_until_closed("poweroff -f", self.timeouts.power_off_s)
         stop_process(process, self.log, wait_s=2.0 if graceful else 0.0)
         shell.close()
+        self._process = None
+        append_qemu_stderr(self.qemu_stderr, self.console_log)
 
 
 def _die_with_parent() -> None:
@@ -174,12 +202,63 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG (linux/prctl.h)
 
 
-def start_qemu(command: list[str]) -> subprocess.Popen[bytes]:
+def start_qemu(command: list[str], stderr: IO[bytes]) -> subprocess.Popen[bytes]:
+    """QEMU with the guest's console on stdin/stdout and its own messages on ``stderr``."""
     try:
         return subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent)
+                                stderr=stderr, start_new_session=True, preexec_fn=_die_with_parent)
     except OSError as err:
-        raise InfraError(f"cannot start {command[0]}: {err.strerror}; install qemu-system-arm") from err
+        raise InfraError(f"cannot start {command[0]}: {err.strerror}; run `invoke setup` (it installs QEMU)") from err
+
+
+# What to do about QEMU's own error messages (the text QEMU prints after "qemu-system-arm: ").
+QEMU_HINTS: tuple[tuple[str, str], ...] = (
+    ("failed to find romfile", "a firmware file QEMU wants is missing: run `invoke setup`, or install the "
+                               "package that ships it"),
+    ("could not load kernel", "the kernel image cannot be read: run `invoke setup` to fetch it again, or "
+                              "check --image"),
+    ("cannot set up guest memory", "the host cannot give the guest that much memory: lower --mem"),
+)
+QEMU_DEFAULT_HINT = "run `invoke setup` to (re)install QEMU, or check the target's [qemu] section"
+QEMU_EXIT_WAIT_S = 2.0
+
+
+def qemu_exit_reason(process: subprocess.Popen[bytes], stderr_path: Path, guest_spoke: bool) -> str | None:
+    """One line on why QEMU's console closed (its exit status, its own first error line, what to do), or
+    None when QEMU is still running or ended quietly (exit 0, nothing on stderr: the guest powered off)."""
+    try:
+        status = process.wait(timeout=QEMU_EXIT_WAIT_S)
+    except subprocess.TimeoutExpired:
+        return None
+    message = qemu_error_line(stderr_path)
+    if status == 0 and message is None:
+        return None
+    how = f"was killed by {signal.Signals(-status).name}" if status < 0 else f"exited with status {status}"
+    when = "" if guest_spoke else " before the guest printed anything"
+    if message is None:
+        return f"QEMU {how}{when}; {QEMU_DEFAULT_HINT}"
+    hint = next((text for key, text in QEMU_HINTS if key in message.lower()), QEMU_DEFAULT_HINT)
+    return f"QEMU {how}{when}: {message}; {hint}"
+
+
+def qemu_error_line(stderr_path: Path) -> str | None:
+    """QEMU's first error line on stderr (a warning only when nothing else was said)."""
+    try:
+        lines = [line.strip() for line in stderr_path.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return None
+    errors = [line for line in lines if "warning:" not in line.lower()]
+    chosen = errors or lines
+    return chosen[0] if chosen else None
+
+
+def append_qemu_stderr(stderr_path: Path, console_log: Path) -> None:
+    """QEMU's own messages go into boot.log after the console, under a header, so the bundle has them."""
+    with contextlib.suppress(OSError):
+        text = stderr_path.read_bytes()
+        if text.strip():
+            with console_log.open("ab") as log:
+                log.write(b"\n--- QEMU's own messages (stderr) ---\n" + text)
 
 
 def stop_process(process: subprocess.Popen[bytes], log: Log, wait_s: float) -> None:
