@@ -213,8 +213,8 @@ def start_qemu(command: list[str], stderr: IO[bytes]) -> subprocess.Popen[bytes]
 
 # What to do about QEMU's own error messages (the text QEMU prints after "qemu-system-arm: ").
 QEMU_HINTS: tuple[tuple[str, str], ...] = (
-    ("failed to find romfile", "a firmware file QEMU wants is missing: run `invoke setup`, or install the "
-                               "package that ships it"),
+    ("failed to find romfile", "a device QEMU adds wants that firmware file: install the package that ships it "
+                               "(ipxe-qemu has the NIC ROMs) or drop the device from the target's [qemu] section"),
     ("could not load kernel", "the kernel image cannot be read: run `invoke setup` to fetch it again, or "
                               "check --image"),
     ("cannot set up guest memory", "the host cannot give the guest that much memory: lower --mem"),

@@ -67,7 +67,7 @@ def test_qemu_missing_a_romfile_says_so_in_one_line(tmp_path: Path) -> None:
     assert reason is not None
     assert reason.startswith("QEMU exited with status 1 before the guest printed anything: ")
     assert 'failed to find romfile "efi-virtio.rom"' in reason
-    assert "invoke setup" in reason
+    assert "ipxe-qemu" in reason
     assert "\n" not in reason
 
 
