@@ -29,7 +29,7 @@ T = TypeVar("T")
 
 # `invoke build deploy run --target X`: invoke hands the flags to the last task only, so every task
 # reads the run flags given anywhere on the command line (one run, one target).
-RUN_FLAGS = ("--target", "--mem", "--append", "--module", "--kdir", "--image", "--dtb", "--timeout")
+RUN_FLAGS = ("--target", "--mem", "--append", "--module", "--kdir", "--image", "--dtb", "--timeout", "--results")
 
 
 def _argv_flags(argv: list[str]) -> dict[str, list[str]]:
@@ -64,10 +64,22 @@ def _exit_codes() -> Iterator[None]:
     except KitError as err:
         print(f"error: {err}", file=sys.stderr)
         raise Exit(code=err.exit_code) from None
+    except Exit:
+        raise
+    except KeyboardInterrupt:
+        print("error: interrupted (Ctrl-C)", file=sys.stderr)
+        raise Exit(code=130) from None
+    except Exception as err:  # a bug of the kit's: one line and "could not tell", not a traceback and exit 1
+        print(f"error: internal error {type(err).__name__}: {err} (please report it; rerun with "
+              "KMODKIT_TRACEBACK=1 for the traceback)", file=sys.stderr)
+        if os.environ.get("KMODKIT_TRACEBACK"):
+            raise
+        raise Exit(code=3) from None
 
 
 def _request(target: str | None, mem: str | None, append: str | None, module: list[str] | None,
-             kdir: str | None, image: str | None, dtb: str | None, timeout: float | None) -> Any:
+             kdir: str | None, image: str | None, dtb: str | None, timeout: float | None,
+             results: str | None) -> Any:
     from kbuild.targets import default_target_name, load_target
     from kit.request import RunRequest, parse_mem_mib
 
@@ -76,6 +88,7 @@ def _request(target: str | None, mem: str | None, append: str | None, module: li
     timeout_value = _flag("--timeout", timeout)
     modules = _flag("--module", module) or []
     kdir, image, dtb = _flag("--kdir", kdir), _flag("--image", image), _flag("--dtb", dtb)
+    results = _flag("--results", results)
     return RunRequest(
         target=load_target(target),
         mem_mib=parse_mem_mib(mem_value) if mem_value else None,
@@ -85,6 +98,7 @@ def _request(target: str | None, mem: str | None, append: str | None, module: li
         image=Path(image) if image else None,
         dtb=Path(dtb) if dtb else None,
         **({"boot_timeout_s": float(timeout_value)} if timeout_value else {}),
+        **({"results_root": Path(results).resolve()} if results else {}),
     )
 
 
@@ -108,6 +122,7 @@ RUN_HELP = {
     "image": "the kernel image (zImage) for --kdir",
     "dtb": "a device tree blob for --kdir",
     "timeout": "seconds before a boot is declared hung",
+    "results": "where the bundles go (default: results/ in the checkout)",
 }
 
 
@@ -149,10 +164,10 @@ def setup(c: Any, target: str | None = None, all: bool = False) -> None:
 @task(help=RUN_HELP, iterable=["module"])
 def build(c: Any, target: str | None = None, mem: str | None = None, append: str | None = None,
           module: list[str] | None = None, kdir: str | None = None, image: str | None = None,
-          dtb: str | None = None, timeout: float | None = None) -> None:
+          dtb: str | None = None, timeout: float | None = None, results: str | None = None) -> None:
     """Fetch the kernel, render the test modules and build them with Kbuild (only what changed)."""
     with _exit_codes():
-        request = _request(target, mem, append, module, kdir, image, dtb, timeout)
+        request = _request(target, mem, append, module, kdir, image, dtb, timeout, results)
         built = _memo(request, lambda s: s.build())
         for item in built:
             _log(f"  {item.ko.relative_to(REPO) if item.ko.is_relative_to(REPO) else item.ko}"
@@ -162,10 +177,10 @@ def build(c: Any, target: str | None = None, mem: str | None = None, append: str
 @task(help=RUN_HELP, iterable=["module"])
 def deploy(c: Any, target: str | None = None, mem: str | None = None, append: str | None = None,
            module: list[str] | None = None, kdir: str | None = None, image: str | None = None,
-           dtb: str | None = None, timeout: float | None = None) -> None:
+           dtb: str | None = None, timeout: float | None = None, results: str | None = None) -> None:
     """Push the modules and the guest runner to the target (QEMU: into the initramfs)."""
     with _exit_codes():
-        request = _request(target, mem, append, module, kdir, image, dtb, timeout)
+        request = _request(target, mem, append, module, kdir, image, dtb, timeout, results)
         pushed = _memo(request, lambda s: s.deploy())
         _log(f"deployed {len(pushed)} files")
 
@@ -173,12 +188,12 @@ def deploy(c: Any, target: str | None = None, mem: str | None = None, append: st
 @task(help=RUN_HELP, iterable=["module"])
 def run(c: Any, target: str | None = None, mem: str | None = None, append: str | None = None,
         module: list[str] | None = None, kdir: str | None = None, image: str | None = None,
-        dtb: str | None = None, timeout: float | None = None) -> None:
+        dtb: str | None = None, timeout: float | None = None, results: str | None = None) -> None:
     """Boot, run every test module, collect the bundle, verify it. Exit 0 only if every check passed."""
     from analysis.verify.report import family_summary, format_table, summary_line, worst_first
 
     with _exit_codes():
-        request = _request(target, mem, append, module, kdir, image, dtb, timeout)
+        request = _request(target, mem, append, module, kdir, image, dtb, timeout, results)
         outcome = _memo(request, lambda s: s.run())
         verdict = outcome.verdict
         not_passed = [check for check in worst_first(verdict.checks) if check.status != "pass"]

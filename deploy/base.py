@@ -33,16 +33,6 @@ class BootResult:
     elapsed_s: float
 
 
-@dataclass(frozen=True)
-class FetchResult:
-    """Files fetched from ``remote_dir`` into ``local_dir`` and how long it took."""
-
-    remote_dir: str
-    local_dir: Path
-    files: tuple[Path, ...]
-    elapsed_s: float
-
-
 @runtime_checkable
 class Transport(Protocol):
     """Boot or connect to a target and talk to it. Every method raises ``deploy.errors.DeployError``."""
@@ -64,8 +54,13 @@ class Transport(Protocol):
         """Run one shell command on the target and return its exit status and output."""
         ...
 
-    def fetch(self, remote_dir: str, local_dir: Path) -> list[Path]:
-        """Copy every regular file under ``remote_dir`` into ``local_dir`` (same relative paths)."""
+    def fetch(self, remote_dir: str) -> dict[str, bytes]:
+        """Every regular file under ``remote_dir``: relative path -> bytes (untrusted: the caller decides
+        which of them it writes, and where)."""
+        ...
+
+    def abort(self) -> None:
+        """Stop the target at once (no graceful shutdown): after an interrupt or a host-side fault."""
         ...
 
     def power_off(self) -> None:

@@ -1,9 +1,15 @@
-"""Host-side bundle writing (docs/contracts.md section 2): ktap/M.ktap from dmesg.txt, ko/M.ko, boot.log."""
+"""Host-side bundle writing (docs/contracts.md section 2): the guest's files, ktap/M.ktap from dmesg.txt,
+ko/M.ko, boot.log.
+
+What the guest sends is untrusted: only the exact files its plan writes (guest/kitrun.sh) are written,
+each at its own path; the host's files (target.toml, config, boot.log, ko/, the verdict) never come
+from the guest.
+"""
 
 from __future__ import annotations
 
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from analysis.parsers.ktap import extract_module_ktap
@@ -13,6 +19,27 @@ from kit.errors import InfraError, ParseError
 def module_name(ko: Path) -> str:
     """The name the guest plan uses for a module file: its stem (``kit_vmalloc.ko`` -> ``kit_vmalloc``)."""
     return ko.name.removesuffix(".ko")
+
+
+# guest/kitrun.sh: the files it writes once, and per module M.
+GUEST_GLOBAL_FILES = ("status.txt", "meminfo.txt", "cmdline.txt", "iomem.txt", "zoneinfo.txt", "dmesg.txt")
+GUEST_MODULE_FILES = ("vmallocinfo/{m}.before.txt", "vmallocinfo/{m}.during.txt", "vmallocinfo/{m}.after.txt",
+                      "modules/{m}.txt", "sections/{m}.txt")
+
+
+def guest_output_names(modules: Sequence[str]) -> frozenset[str]:
+    """Every relative path the guest plan may send back for ``modules``."""
+    per_module = (pattern.format(m=m) for m in modules for pattern in GUEST_MODULE_FILES)
+    return frozenset((*GUEST_GLOBAL_FILES, *per_module))
+
+
+def write_guest_files(bundle_dir: Path, files: Mapping[str, bytes], expected: frozenset[str]) -> tuple[list[Path],
+                                                                                                      list[str]]:
+    """Write the files of ``files`` whose name is in ``expected`` under ``bundle_dir``; return them and the
+    names refused (anything else the guest sent: a host file's name, a directory, a path that escapes)."""
+    written = [_write(bundle_dir / name, data) for name, data in sorted(files.items()) if name in expected]
+    refused = sorted(name for name in files if name not in expected)
+    return written, refused
 
 
 def write_ktap_files(bundle_dir: Path, modules: Sequence[str]) -> list[Path]:

@@ -40,3 +40,8 @@ class CommandTimeout(DeployError):
 
 class FramingError(DeployError):
     """A fetched file's framing was broken: missing end marker or byte count mismatch."""
+
+
+class GuestOutputRefused(DeployError):
+    """The guest sent files its plan does not write (a host file's name, a directory, a path that escapes):
+    the ones it should have sent are kept, the rest refused, and the run cannot be trusted."""

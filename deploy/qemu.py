@@ -19,7 +19,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import IO
 
 from deploy.base import BootResult, CommandResult
@@ -175,14 +175,17 @@ class QemuTransport:
         with self._qemu_reason():
             return self._ready_shell().run(command, timeout_s)
 
-    def fetch(self, remote_dir: str, local_dir: Path) -> list[Path]:
+    def fetch(self, remote_dir: str) -> dict[str, bytes]:
         with self._qemu_reason():
-            files = self._ready_shell().fetch_files(remote_dir, self.timeouts.fetch_s)
-        return write_tree(files, local_dir)
+            return self._ready_shell().fetch_files(remote_dir, self.timeouts.fetch_s)
 
     def power_off(self) -> None:
         """``poweroff -f`` in the guest, wait for QEMU to exit, kill it after the deadline."""
         self._stop(graceful=True)
+
+    def abort(self) -> None:
+        """Kill QEMU now (its console log and QEMU's own messages are kept)."""
+        self._stop(graceful=False)
 
     def _stop(self, graceful: bool) -> None:
         process, shell = self._process, self._shell
@@ -273,17 +276,3 @@ def stop_process(process: subprocess.Popen[bytes], log: Log, wait_s: float) -> N
         if stream is not None:
             with contextlib.suppress(OSError):
                 stream.close()
-
-
-def write_tree(files: Mapping[str, bytes], local_dir: Path) -> list[Path]:
-    """Write ``files`` (relative path -> bytes) under ``local_dir``; refuse paths that escape it."""
-    written = []
-    for name, data in sorted(files.items()):
-        relative = PurePosixPath(name)
-        if relative.is_absolute() or ".." in relative.parts:
-            raise TransportLost(f"the guest sent an unsafe file name {name!r}")
-        target = local_dir.joinpath(*relative.parts)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(data)
-        written.append(target)
-    return written

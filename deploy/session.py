@@ -9,14 +9,21 @@ partial bundle (``err.partial_bundle`` on a DeployError).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
 from deploy.base import Transport
-from deploy.bundle_io import copy_console_log, copy_modules, module_name, write_ktap_files
-from deploy.errors import CommandTimeout, DeployError, GuestCrashed, TransportLost
+from deploy.bundle_io import (
+    copy_console_log,
+    copy_modules,
+    guest_output_names,
+    module_name,
+    write_guest_files,
+    write_ktap_files,
+)
+from deploy.errors import CommandTimeout, DeployError, GuestCrashed, GuestOutputRefused, TransportLost
 from deploy.initramfs import GUEST_DIR
 from kit.errors import InfraError, KitError, UserError
 
@@ -73,14 +80,17 @@ def collect_bundle(transport: Transport, modules: Sequence[Path], bundle_dir: Pa
         result = phase.run("plan", lambda: transport.run(plan_command(modules), timeout))
         if result.exit_status != 0:
             raise InfraError(f"the guest plan failed (exit {result.exit_status}): {result.output.strip()[:300]}")
-        files += phase.run("fetch", lambda: transport.fetch(GUEST_OUT, bundle_dir))
-        files += write_ktap_files(bundle_dir, [module_name(ko) for ko in modules])
+        files += _write_guest_output(phase.run("fetch", lambda: transport.fetch(GUEST_OUT)), bundle_dir, modules,
+                                     log, refuse=True)
     except KitError as err:
         files += _salvage(transport, err, bundle_dir, modules, log)
         _mark_partial(err, bundle_dir)
         raise
+    except BaseException:
+        transport.abort()  # Ctrl-C or a host-side bug: no graceful shutdown through a busy console
+        raise
     finally:
-        transport.power_off()
+        transport.power_off()  # a no-op after abort()
         files.append(copy_console_log(transport.console_log, bundle_dir))
     total = time.monotonic() - start
     log(f"bundle {bundle_dir}: {len(files)} files in {total:.1f} s")
@@ -106,14 +116,32 @@ class _Phases:
 def _salvage(transport: Transport, err: KitError, bundle_dir: Path, modules: Sequence[Path],
              log: Callable[[str], None]) -> list[Path]:
     """Fetch what the guest wrote so far, unless its shell is gone or busy (crash, timeout)."""
-    if isinstance(err, GuestCrashed | TransportLost | CommandTimeout | UserError):
+    if isinstance(err, GuestCrashed | TransportLost | CommandTimeout | GuestOutputRefused | UserError):
         return []
     try:
-        files = transport.fetch(GUEST_OUT, bundle_dir)
+        files = transport.fetch(GUEST_OUT)
     except KitError as again:
         log(f"could not fetch the partial output: {again}")
         return []
-    return files + write_ktap_files(bundle_dir, [module_name(ko) for ko in modules])
+    return _write_guest_output(files, bundle_dir, modules, log, refuse=False)
+
+
+def _write_guest_output(files: Mapping[str, bytes], bundle_dir: Path, modules: Sequence[Path],
+                        log: Callable[[str], None], refuse: bool) -> list[Path]:
+    """The guest's files that its plan writes, and the KTAP cut from its dmesg; the rest is refused:
+    an error when ``refuse`` (a complete fetch), a log line when salvaging a partial one."""
+    names = [module_name(ko) for ko in modules]
+    written, refused = write_guest_files(bundle_dir, files, guest_output_names(names))
+    written += write_ktap_files(bundle_dir, names)
+    if refused:
+        shown = ", ".join(repr(name[:80]) for name in refused[:5]) + (" ..." if len(refused) > 5 else "")
+        message = f"the guest sent {len(refused)} file(s) its plan does not write, refused: {shown}"
+        if refuse:
+            error = GuestOutputRefused(message)
+            error.add_note(f"{len(written)} expected files kept")
+            raise error
+        log(message)
+    return written
 
 
 def _mark_partial(err: KitError, bundle_dir: Path) -> None:

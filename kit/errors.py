@@ -31,3 +31,9 @@ class ParseError(UserError):
         self.problem = problem
         where = f"{path}:{line}" if line is not None else path
         super().__init__(f"{where}: {problem}")
+
+
+class Interrupted(KitError):
+    """The user stopped the run (Ctrl-C): exit 130 as a shell reports SIGINT, after the partial verdict."""
+
+    exit_code = 130

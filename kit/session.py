@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
+import traceback
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -15,7 +17,8 @@ from deploy.session import collect_bundle, guest_files
 from kbuild.kernels import KernelTree
 from kbuild.make import BuiltModule, build_modules, is_up_to_date, module_names, strip_debug
 from kbuild.toolchain import find_toolchain
-from kit.errors import KitError, UserError
+from kit.errors import InfraError, Interrupted, KitError, UserError
+from kit.locks import DirectoryLock
 from kit.pipeline import (
     Log,
     RunOutcome,
@@ -51,6 +54,10 @@ class RunSession:
         self._shipped: list[Path] | None = None
         self._user: list[Path] | None = None
         self._transport: QemuTransport | None = None
+        self._work: Path | None = None
+        # generated/<target> (rendered sources, Kbuild output, shipped modules) is shared by every run of
+        # this checkout: one run at a time renders, builds and strips there.
+        self._generated = DirectoryLock(request.generated_root / request.target.name)
 
     def kernel(self) -> KernelTree:
         if self._tree is None:
@@ -61,7 +68,8 @@ class RunSession:
     def module_dirs(self) -> list[Path]:
         """The rendered sources (rewritten only where a template or parameter changed)."""
         if self._dirs is None:
-            self._dirs = render_test_modules(self.request, self.kernel())
+            with self._generated:
+                self._dirs = render_test_modules(self.request, self.kernel())
         return self._dirs
 
     def needs_build(self) -> bool:
@@ -72,7 +80,7 @@ class RunSession:
     def build(self) -> list[BuiltModule]:
         if self._built is None:
             tree, dirs = self.kernel(), self.module_dirs()
-            with phase(self.outcome, "build", self.log):
+            with phase(self.outcome, "build", self.log), self._generated:
                 toolchain = find_toolchain(self.request.target)
                 self._built = build_modules(tree, toolchain, dirs, jobs=os.cpu_count() or 2, log=self.log)
         return self._built
@@ -91,7 +99,8 @@ class RunSession:
         """What the guest loads, in the contract's order (debug info stripped), then the user's modules."""
         if self._shipped is None:
             toolchain = find_toolchain(self.request.target)
-            stripped = [strip_debug(b.ko, toolchain, self.ship_dir, self.log) for b in self.build()]
+            with self._generated:
+                stripped = [strip_debug(b.ko, toolchain, self.ship_dir, self.log) for b in self.build()]
             self._shipped = stripped + self.user_modules()
         return self._shipped
 
@@ -102,8 +111,8 @@ class RunSession:
                 raise UserError(f"no static busybox for {tree.release}: give --kdir a tree with one, or use a "
                                 "Debian target (busybox-static is fetched with the kernel)")
             spec = replace(self.request.target.qemu, mem_mib=self.request.memory_mib)
-            work = self.request.generated_root / self.request.target.name / "qemu"
-            self._transport = QemuTransport(spec, tree.image, tree.busybox, work, dtb=tree.dtb or self.request.dtb,
+            self._transport = QemuTransport(spec, tree.image, tree.busybox, self.work_dir(),
+                                            dtb=tree.dtb or self.request.dtb,
                                             extra_append=self.request.append,
                                             timeouts=QemuTimeouts(boot_s=self.request.boot_timeout_s),
                                             log=self.log)
@@ -144,8 +153,21 @@ class RunSession:
                 transport.power_off()
                 raise error
 
+    def work_dir(self) -> Path:
+        """This run's own QEMU work files (console log, initramfs): removed when the run ends."""
+        if self._work is None:
+            root = self.request.generated_root / self.request.target.name / "qemu"
+            root.mkdir(parents=True, exist_ok=True)
+            remove_abandoned_work_dirs(root)
+            self._work = Path(tempfile.mkdtemp(prefix=f"run-{os.getpid()}-", dir=root))
+        return self._work
+
     def run(self) -> RunOutcome:
-        """Boot, run the plan, collect the bundle, verify it; a run error still writes its verdict."""
+        """Boot, run the plan, collect the bundle, verify it; a run error still writes its verdict.
+
+        Ctrl-C kills the guest at once and raises ``Interrupted`` after the verdict is written; an error
+        that is not the kit's own is reported as one (exit 3, its traceback in the bundle), never lost.
+        """
         tree: KernelTree | None = None
         try:
             tree = self.kernel()
@@ -163,9 +185,36 @@ class RunSession:
             verdict = Verdict(self.request.target.name, self.request.target.arch, tree.release, tree.version,
                               result.checks, extra={"phases": self._phase_json()})
         except KitError as err:
-            self._keep_console_log()
-            verdict = error_verdict(self.request, tree, err, self._partial_checks())
+            verdict = self._error_verdict(tree, err)
+        except KeyboardInterrupt:
+            kept = f"the partial bundle is in {self.outcome.bundle_dir}" if self.outcome.bundle_dir else "no bundle yet"
+            interrupted = Interrupted(f"interrupted (Ctrl-C): the guest was stopped, {kept}")
+            finish(self.outcome, self._error_verdict(tree, interrupted))
+            self._remove_work_dir()
+            raise interrupted from None
+        except Exception as err:  # a bug of the kit's: reported like any run error, with its traceback kept
+            verdict = self._error_verdict(tree, self._internal_error(err))
+        self._remove_work_dir()
         return finish(self.outcome, verdict)
+
+    def _error_verdict(self, tree: KernelTree | None, err: KitError) -> Verdict:
+        if self._transport is not None:
+            self._transport.abort()  # a no-op when the guest is already off
+        self._keep_console_log()
+        return error_verdict(self.request, tree, err, self._partial_checks())
+
+    def _internal_error(self, err: Exception) -> InfraError:
+        text = "".join(traceback.format_exception(err))
+        bundle = self.outcome.bundle_dir
+        where = ""
+        if bundle is not None:
+            (bundle / "traceback.txt").write_text(text)
+            where = f"; traceback in {bundle / 'traceback.txt'}"
+        return InfraError(f"internal error {type(err).__name__}: {err}{where} (please report it)")
+
+    def _remove_work_dir(self) -> None:
+        if self._work is not None:
+            shutil.rmtree(self._work, ignore_errors=True)
 
     def _keep_console_log(self) -> None:
         """A boot that failed before the collection started still leaves its console in the bundle."""
@@ -188,3 +237,21 @@ class RunSession:
 
     def _phase_json(self) -> list[dict[str, object]]:
         return [{"name": p.name, "status": p.status, "elapsed_s": round(p.elapsed_s, 3)} for p in self.outcome.phases]
+
+
+def remove_abandoned_work_dirs(root: Path) -> None:
+    """Work directories ``run-<pid>-*`` of runs whose process is gone (killed before cleaning up)."""
+    for stale in root.glob("run-*-*"):
+        pid = stale.name.split("-")[1]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
