@@ -9,6 +9,7 @@ kernels from the kit's cache (tests/conftest.py); the model is asked about the v
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import subprocess
 from pathlib import Path
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from analysis.model.banner import model_layout
+from deploy.qemu import qemu_command
 from kbuild.kernels import KernelTree
 from tests.conftest import SERIES, debian_busybox, debian_kernel, debian_target, qemu_binary
 
@@ -51,10 +53,9 @@ def build_initrd(busybox_path: Path, out: Path) -> Path:
 
 
 def boot_meminfo(series: str, tree: KernelTree, initrd: Path, mem_mib: int, cmdline: str) -> dict[str, int]:
-    qemu = debian_target(series).qemu
-    command = [qemu_binary(series), "-M", qemu.machine, "-cpu", qemu.cpu, "-m", str(mem_mib), "-nographic",
-               "-no-reboot", "-kernel", str(tree.image), "-initrd", str(initrd),
-               "-append", f"console={qemu.console} panic=-1 {cmdline}".strip()]
+    qemu_binary(series)
+    qemu = dataclasses.replace(debian_target(series).qemu, mem_mib=mem_mib)
+    command = qemu_command(qemu, tree.image, initrd, None, f"console={qemu.console} panic=-1 {cmdline}".strip())
     result = subprocess.run(command, capture_output=True, timeout=180, check=False)
     console = result.stdout.decode(errors="replace")
     if "KIT-MEMINFO-END" not in console:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from deploy.qemu import qemu_command
 from kbuild.make import build_modules
 from kbuild.render import default_specs, render_module
 from tests.conftest import SERIES, debian_busybox, debian_kernel, debian_target, qemu_binary, target_toolchain
@@ -32,11 +33,9 @@ def _build(series: str, out: Path) -> list[Path]:
 
 
 def _boot(series: str, initrd: Path) -> str:
+    qemu_binary(series)
     qemu = debian_target(series).qemu
-    cmd = [qemu_binary(series), "-M", qemu.machine, "-cpu", qemu.cpu, "-m", str(qemu.mem_mib),
-           "-smp", str(qemu.smp), "-nographic", "-no-reboot",
-           "-kernel", str(debian_kernel(series).image), "-initrd", str(initrd),
-           "-append", f"console={qemu.console} panic=-1 quiet"]  # fmt: skip
+    cmd = qemu_command(qemu, debian_kernel(series).image, initrd, None, f"console={qemu.console} panic=-1 quiet")
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=180, check=False)
     return done.stdout
 
