@@ -93,7 +93,7 @@ def _request(target: str | None, mem: str | None, append: str | None, module: li
         target=load_target(target),
         mem_mib=parse_mem_mib(mem_value) if mem_value else None,
         append=_flag("--append", append) or "",
-        user_modules=tuple(Path(m).resolve() for m in modules),
+        user_modules=tuple(Path(m) for m in modules),  # as given: every message names it so
         kdir=Path(kdir) if kdir else None,
         image=Path(image) if image else None,
         dtb=Path(dtb) if dtb else None,

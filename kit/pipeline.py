@@ -8,7 +8,10 @@ with status ``error``.
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -16,18 +19,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from analysis.elf.loader import read_module_bytes
 from analysis.model.banner import QEMU_VIRT_RAM_BASE
 from analysis.verify.check import Check
 from analysis.verify.report import format_table, worst_first
 from kbuild.kernels import KernelTree, fetch_busybox, fetch_debian_kernel, local_kernel_tree
-from kbuild.make import (
-    check_vermagic,
-    modinfo_field,
-)
 from kbuild.render import default_specs, render_module, template_environment
-from kit.errors import KitError, UserError
+from kit.errors import InfraError, KitError, UserError
 from kit.request import RunRequest
+from kit.user_modules import UserModule, check_user_modules, check_user_vermagic, stage_user_modules
 from kit.verdict import Verdict, write_junit, write_verdict_json
 
 Log = Callable[[str], None]
@@ -82,54 +81,93 @@ def render_test_modules(request: RunRequest, tree: KernelTree) -> list[Path]:
     return [render_module(spec, out_root, env) for spec in default_specs(request.target, tree)]
 
 
-def ship_user_modules(request: RunRequest, tree: KernelTree) -> list[Path]:
+def ship_user_modules(request: RunRequest, tree: KernelTree,
+                      modules: Sequence[UserModule] | None = None) -> list[Path]:
     """A user's modules as the guest loads them: uncompressed (.ko.xz/.gz/.zst as Debian installs them),
-    named after the module's own ``name=`` (the name /proc/modules shows), vermagic checked."""
-    out = request.generated_root / request.target.name / "ship-user"
-    shipped = []
-    for ko in request.user_modules:
-        if not ko.is_file():
-            raise UserError(f"--module {ko}: no such file")
-        out.mkdir(parents=True, exist_ok=True)
-        raw = out / "incoming.ko"
-        raw.write_bytes(read_module_bytes(ko))
-        target = out / f"{modinfo_field(raw, 'name')}.ko"
-        raw.replace(target)
-        check_vermagic(target, tree)
-        shipped.append(target)
-    return shipped
+    named after the module's own ``name=`` (the name /proc/modules shows), vermagic checked.
+
+    ``modules``: what ``check_user_modules(request)`` returned before the run (read again when None).
+    Every error names the user's path, never the staged copy."""
+    checked = list(modules) if modules is not None else check_user_modules(request)
+    check_user_vermagic(checked, tree)
+    return stage_user_modules(checked, request.generated_root / request.target.name / "ship-user")
 
 
 def new_bundle_dir(request: RunRequest) -> Path:
-    run_id = datetime.now(UTC).strftime("%Y%m%d-%H%M%S-%f")
-    bundle = request.results_root / request.target.name / run_id
-    bundle.mkdir(parents=True)
-    latest = request.results_root / "latest"
-    if latest.is_symlink() or latest.exists():
-        latest.unlink()
-    latest.symlink_to(bundle.relative_to(request.results_root))
+    """A new ``results/<target>/<run-id>/`` (unique even for runs started at the same instant), and
+    ``results/latest`` pointing at it, replaced atomically (a reader never finds it missing)."""
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S-%f")
+    parent = request.results_root / request.target.name
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        bundle = Path(tempfile.mkdtemp(prefix=f"{stamp}-", dir=parent))
+        bundle.chmod(0o755)
+        latest = request.results_root / "latest"
+        link = latest.with_name(f".latest-{os.getpid()}-{bundle.name}")
+        link.symlink_to(bundle.relative_to(request.results_root))
+        os.replace(link, latest)
+    except OSError as err:
+        raise InfraError(f"cannot create a bundle under {request.results_root}: {err.strerror or err}; "
+                         "free some space or make it writable") from err
     return bundle
 
 
 def write_target_facts(request: RunRequest, tree: KernelTree, cmdline: str, bundle: Path) -> None:
-    """target.toml: the facts the offline checker cannot read off the guest."""
+    """target.toml: the facts the offline checker cannot read off the guest, about the kernel that ran.
+
+    A Debian kernel: its release and version, and the target's Debian series and flavour. The user's
+    own tree (--kdir): its release and version as the tree has them, series = their major.minor, where
+    it came from (``source``, ``image``, ``dtb``, ``config``) and, when the release has one, its local
+    version (``localversion``); no Debian flavour is claimed for it. ``config`` is the tree's .config.
+    """
     target = request.target
     lines = [
-        f"name = {json.dumps(target.name)}",
-        f"arch = {json.dumps(target.arch)}",
+        f"name = {toml_string(target.name)}",
+        f"arch = {toml_string(target.arch)}",
         'transport = "qemu"',
-        f"cmdline = {json.dumps(cmdline)}",  # a JSON string is a valid TOML basic string
+        f"cmdline = {toml_string(cmdline)}",
         f"mem_mib = {request.memory_mib}",
         f"ram_base = 0x{QEMU_VIRT_RAM_BASE:08x}",
         "",
         "[kernel]",
-        f"release = {json.dumps(tree.release)}",
-        f"version = {json.dumps(tree.version)}",
-        f"series = {json.dumps(target.kernel.series)}",
-        f"flavour = {json.dumps(target.kernel.flavour)}",
+        f"release = {toml_string(tree.release)}",
+        f"version = {toml_string(tree.version)}",
     ]
-    (bundle / "target.toml").write_text("\n".join(lines) + "\n")
+    if request.kdir is None:
+        lines += [f"series = {toml_string(target.kernel.series)}",
+                  f"flavour = {toml_string(target.kernel.flavour)}"]
+    else:
+        local = local_version(tree.release, tree.version)
+        lines += [f"series = {toml_string(kernel_series(tree.version))}",
+                  f"source = {toml_string(str(tree.kdir))}",
+                  f"image = {toml_string(str(tree.image))}",
+                  *([f"dtb = {toml_string(str(tree.dtb))}"] if tree.dtb is not None else []),
+                  f"config = {toml_string(str(tree.config))}",
+                  *([f"localversion = {toml_string(local)}"] if local else [])]
+    (bundle / "target.toml").write_text("\n".join(lines) + "\n", encoding="utf-8")
     shutil.copyfile(tree.config, bundle / "config")
+
+
+def toml_string(text: str) -> str:
+    """A TOML basic string: JSON's escapes are TOML's, plus DEL (TOML forbids it raw); a path's
+    undecodable bytes (surrogate escapes) become U+FFFD (TOML strings are Unicode scalar values)."""
+    clean = re.sub("[\ud800-\udfff]", "\ufffd", text)
+    return json.dumps(clean, ensure_ascii=False).replace("\x7f", "\\u007f")
+
+
+def kernel_series(version: str) -> str:
+    """``major.minor`` of a kernel version (``6.1.192`` -> ``6.1``); the version itself when it has no dot."""
+    match = re.match(r"\d+\.\d+", version)
+    return match.group(0) if match else version
+
+
+def local_version(release: str, version: str) -> str:
+    """What the release adds after the kernel's version: ``-57-armmp`` of ``6.1.0-57-armmp`` (Debian's ABI
+    and flavour), ``-myboard+`` of ``6.6.12-myboard+``; empty when the release is the bare version."""
+    if release.startswith(version) and not release[len(version):][:1].isdigit():
+        return release[len(version):]
+    match = re.match(r"\d+\.\d+(\.\d+)?", release)
+    return release[match.end():] if match else release
 
 
 def guest_cmdline(request: RunRequest) -> str:

@@ -33,6 +33,7 @@ from kit.pipeline import (
     write_target_facts,
 )
 from kit.request import RunRequest
+from kit.user_modules import UserModule, check_user_modules, check_user_vermagic
 from kit.verdict import Verdict
 
 
@@ -45,6 +46,8 @@ class RunSession:
     """
 
     def __init__(self, request: RunRequest, log: Log) -> None:
+        # the --module files, checked from the files alone before any phase (a bad one: UserError, exit 2)
+        self._user_checked: list[UserModule] = check_user_modules(request)
         self.request = request
         self.log = log
         self.outcome = RunOutcome()
@@ -62,7 +65,9 @@ class RunSession:
     def kernel(self) -> KernelTree:
         if self._tree is None:
             with phase(self.outcome, "kernel", self.log):
-                self._tree = get_kernel(self.request, self.log)
+                tree = get_kernel(self.request, self.log)
+            check_user_vermagic(self._user_checked, tree)  # what needs the kernel: before build, boot, bundle
+            self._tree = tree
         return self._tree
 
     def module_dirs(self) -> list[Path]:
@@ -92,7 +97,8 @@ class RunSession:
     def user_modules(self) -> list[Path]:
         """The user's --module files, decompressed and vermagic-checked (no build needed)."""
         if self._user is None:
-            self._user = ship_user_modules(self.request, self.kernel())
+            with self._generated:
+                self._user = ship_user_modules(self.request, self.kernel(), self._user_checked)
         return self._user
 
     def shipped_modules(self) -> list[Path]:
@@ -168,9 +174,10 @@ class RunSession:
         Ctrl-C kills the guest at once and raises ``Interrupted`` after the verdict is written; an error
         that is not the kit's own is reported as one (exit 3, its traceback in the bundle), never lost.
         """
-        tree: KernelTree | None = None
+        # bad input found with the kernel (a --module's vermagic, a --kdir that is no tree) raises here:
+        # exit 2 before any bundle exists; only what happens from here on gets a bundle and a verdict
+        tree = self.kernel()
         try:
-            tree = self.kernel()
             bundle = new_bundle_dir(self.request)
             self.outcome.bundle_dir = bundle
             write_target_facts(self.request, tree, guest_cmdline(self.request), bundle)

@@ -40,7 +40,8 @@ class InferredContext(Context):
     notes: tuple[str, ...] = ()
 
 
-def _boot_text(bundle: Bundle) -> str:
+def boot_text(bundle: Bundle) -> str:
+    """The boot log's whole text (empty when the bundle has none)."""
     if bundle.boot is None:
         return ""
     path = Path(bundle.boot.path)
@@ -122,7 +123,7 @@ def config_from_boot(boot: BootLog | None) -> tuple[dict[str, str], list[str]]:
 def infer_context(bundle: Bundle) -> InferredContext:
     """``build_context`` plus the boot-log inference above; stated facts always win."""
     ctx = build_context(bundle)
-    text = _boot_text(bundle)
+    text = boot_text(bundle)
     notes: list[str] = []
     version = refined_version(bundle.boot, ctx.version)
     if version != ctx.version:

@@ -9,6 +9,7 @@ from analysis.verify.bundle import Bundle, load_bundle
 from analysis.verify.check import Check, skip
 from analysis.verify.consistency import consistency_checks
 from analysis.verify.context import Context
+from analysis.verify.facts_checks import facts_checks
 from analysis.verify.families import FAMILY_CHECKS, own_areas_released
 from analysis.verify.footprint_checks import footprint_checks
 from analysis.verify.infer import infer_context
@@ -56,5 +57,5 @@ def verify_bundle(root: Path) -> BundleVerdict:
     """Load ``root`` and run every check that its files allow."""
     bundle = load_bundle(root)
     ctx = infer_context(bundle)
-    checks = _run_checks(bundle, ctx) + consistency_checks(bundle, ctx)
+    checks = facts_checks(bundle) + _run_checks(bundle, ctx) + consistency_checks(bundle, ctx)
     return BundleVerdict(bundle, ctx, checks)
