@@ -28,6 +28,9 @@ class RunRequest:
     boot_timeout_s: float = 60.0
     plan_timeout_s: float = 300.0
 
+    def __post_init__(self) -> None:
+        check_append(self.append, self.target)
+
     @property
     def memory_mib(self) -> int:
         return self.mem_mib if self.mem_mib is not None else self.target.qemu.mem_mib
@@ -44,3 +47,21 @@ def parse_mem_mib(text: str | int) -> int:
         raise UserError(f"--mem {text}: give the guest RAM in MiB between {MEM_RANGE_MIB[0]} and "
                         f"{MEM_RANGE_MIB[1]} (e.g. --mem 768 or --mem 1G)")
     return mib
+
+
+# COMMAND_LINE_SIZE, the kernel's buffer for its command line (the NUL included): arch/arm/include/uapi/
+# asm/setup.h 1024; arch/arm64/include/uapi/asm/setup.h and arch/x86/include/asm/setup.h 2048.
+COMMAND_LINE_SIZE = {"arm": 1024, "arm64": 2048, "x86_64": 2048, "x86": 2048}
+
+
+def check_append(append: str, target: Target) -> None:
+    """--append: one line of printable ASCII that fits the kernel's command line with the target's own."""
+    bad = next((ch for ch in append if not (" " <= ch <= "~")), None)
+    if bad is not None:
+        raise UserError(f"--append: character {bad!r} is not allowed; give kernel parameters as one line of "
+                        "printable ASCII, e.g. --append 'vmalloc=300M'")
+    size = COMMAND_LINE_SIZE.get(target.arch, 1024)
+    total = len(f"{target.qemu.append} {append}".strip())
+    if total >= size:
+        raise UserError(f"--append: the kernel command line would be {total} characters, {target.arch} kernels "
+                        f"keep at most {size - 1} (COMMAND_LINE_SIZE); shorten it")

@@ -74,3 +74,14 @@ def test_model_banner_for_the_318_board() -> None:
     assert "    vmalloc : 0xf0000000 - 0xff000000   ( 240 MB)" in done.stdout
     assert "    lowmem  : 0xc0000000 - 0xef800000   ( 760 MB)" in done.stdout
     assert "    modules : 0xbf000000 - 0xbfe00000   (  14 MB)" in done.stdout
+
+
+def test_a_bad_append_is_one_line_before_anything_runs() -> None:
+    done = invoke("run", "--append", "vmalloc=300M\ninit=/bin/sh")
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "error: --append: character '\\n' is not allowed; give kernel parameters as one line of printable ASCII, "
+        "e.g. --append 'vmalloc=300M'"]
+    done = invoke("run", "--append", "x" * 1100)
+    assert done.returncode == 2
+    assert "keep at most 1023 (COMMAND_LINE_SIZE)" in done.stderr
