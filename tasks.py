@@ -236,9 +236,11 @@ def check(c: Any, bundle: str, json: str | None = None) -> None:
     """Check a bundle offline. Exit 0 when consistent, 1 when a check fails, 2 when the input is unusable."""
     from analysis.verify.report import family_summary, format_table, summary_line, worst_first
     from analysis.verify.verify import verify_bundle
-    from kit.verdict import Verdict, write_verdict_json
+    from kit.verdict import Verdict, check_output_path, write_verdict_json
 
     with _exit_codes():
+        if json:
+            check_output_path(Path(json))  # a bad --json fails at once, before the verification
         result = verify_bundle(Path(bundle))
         ctx = result.context
         verdict = Verdict(

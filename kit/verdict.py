@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -10,6 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 from analysis.verify.check import Check, summarize
+from kit.errors import InfraError, UserError
 
 RunStatus = Literal["pass", "fail", "error"]
 
@@ -57,8 +60,47 @@ class Verdict:
         return doc
 
 
+# What a person can fix by giving another path; anything else (a full disk, an I/O error) is the machine's.
+_PATH_ERRNOS = frozenset({errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.EACCES, errno.EPERM, errno.EROFS,
+                          errno.ENAMETOOLONG, errno.ELOOP})
+
+
+def check_output_path(path: Path) -> Path:
+    """Raise UserError unless `path` can be written as a file: not a directory, in a directory that
+    exists, writable (an existing file) or creatable (a new one). Call it before the work that produces
+    the file, so a bad path fails at once; returns `path`. Creates nothing."""
+    shown = str(path)
+    if path.is_dir():
+        raise UserError(f"{shown} is a directory; give a file path, e.g. {path / 'verdict.json'}")
+    parent = path.parent
+    if not parent.exists():
+        raise UserError(f"cannot write {shown}: directory {parent} does not exist; create it or give a "
+                        "file in an existing directory")
+    if not parent.is_dir():
+        raise UserError(f"cannot write {shown}: {parent} is not a directory; give a file in a directory")
+    if path.exists():
+        if not os.access(path, os.W_OK):
+            raise UserError(f"cannot write {shown}: the file is not writable; give a writable file path")
+    elif not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write {shown}: directory {parent} is not writable; give a file in a "
+                        "writable directory")
+    return path
+
+
+def _write_failed(path: Path, err: OSError) -> UserError | InfraError:
+    reason = err.strerror or type(err).__name__
+    if err.errno in _PATH_ERRNOS:
+        return UserError(f"cannot write {path}: {reason}; give a writable file path")
+    return InfraError(f"cannot write {path}: {reason}; free space or fix the file system and run again")
+
+
 def write_verdict_json(verdict: Verdict, path: Path) -> None:
-    path.write_text(json.dumps(verdict.as_json(), indent=2) + "\n")
+    """verdict.json at `path`. UserError when the path cannot be a file (a directory, a missing or
+    read-only directory), InfraError when the machine fails the write (disk full, I/O error)."""
+    try:
+        path.write_text(json.dumps(verdict.as_json(), indent=2) + "\n")
+    except OSError as err:
+        raise _write_failed(path, err) from err
 
 
 def write_junit(verdict: Verdict, path: Path) -> None:
@@ -91,4 +133,7 @@ def write_junit(verdict: Verdict, path: Path) -> None:
                 ET.SubElement(case, "error", message=message)
             elif check.status == "skip":
                 ET.SubElement(case, "skipped", message=check.detail)
-    ET.ElementTree(root).write(path, encoding="unicode", xml_declaration=True)
+    try:
+        ET.ElementTree(root).write(path, encoding="unicode", xml_declaration=True)
+    except OSError as err:
+        raise _write_failed(path, err) from err

@@ -18,14 +18,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from analysis.model.layout_arm import (
+    ARM_FIRST_MODELLED,
     PAGE_SIZE,
+    PMD_SIZE,
+    VMSPLIT_NOT_WITH_LPAE,
+    VMSPLIT_PAGE_OFFSET,
     ArmConfig,
     ArmLayout,
     ArmLayoutInput,
     arm_config_from_kconfig,
     arm_layout,
+    early_params,
+    phys_addr_limit,
+    vmsplit_choices,
 )
-from analysis.model.units import parse_kernel_version, parse_size
+from analysis.model.units import Version, format_size, format_version, memparse_prefix, parse_kernel_version, parse_size
+from analysis.model.versions import ARM_P2V_ALIGN
 from kit.errors import UserError
 
 QEMU_VIRT_RAM_BASE = 0x40000000
@@ -73,25 +81,150 @@ def layout_json(layout: ArmLayout) -> dict[str, str | int]:
     }
 
 
+# .config options the model reads (layout_arm.arm_config_from_kconfig), plus ARM_PATCH_PHYS_VIRT (the
+# RAM base alignment below). Everything else would be silently ignored, so it is refused.
+BOOL_OPTIONS = ("HIGHMEM", "ARM_LPAE", "THUMB2_KERNEL", "ARM_PATCH_PHYS_VIRT")
+KNOWN_WORDS = (*BOOL_OPTIONS, *VMSPLIT_PAGE_OFFSET, "PAGE_OFFSET=0x...")
+# The smallest RAM the model lays out: one PMD section of lowmem (layout_arm._require_lowmem).
+MIN_RAM = PMD_SIZE
+
+
 def _parse_config_words(words: Sequence[str]) -> dict[str, str]:
-    """"HIGHMEM", "CONFIG_ARM_LPAE=y", "!HIGHMEM", "no-HIGHMEM", "PAGE_OFFSET=0x80000000" -> kconfig dict."""
-    parsed: dict[str, str] = {"CONFIG_HIGHMEM": "y"}  # Debian armmp default
+    """"HIGHMEM", "CONFIG_ARM_LPAE=y", "!HIGHMEM", "no-HIGHMEM", "PAGE_OFFSET=0x80000000" -> kconfig dict.
+
+    Only the options the model reads are accepted; bool options take y or n; the memory split is a
+    Kconfig choice, so at most one VMSPLIT_* and no negated one.
+    """
+    parsed: dict[str, str] = {"CONFIG_HIGHMEM": "y", "CONFIG_ARM_PATCH_PHYS_VIRT": "y"}  # Debian armmp
+    splits: list[str] = []
     for word in words:
-        name, _, value = word.strip().partition("=")
+        name, eq, value = word.strip().partition("=")
         negated = name.startswith(("!", "no-"))
-        name = name.lstrip("!").removeprefix("no-").upper()
-        if not name:
-            raise UserError(f"bad config word {word!r}; write e.g. HIGHMEM, !HIGHMEM, VMSPLIT_2G")
-        key = name if name.startswith("CONFIG_") else "CONFIG_" + name
-        parsed[key] = "n" if negated else (value or "y")
+        name = name.lstrip("!").removeprefix("no-").upper().removeprefix("CONFIG_")
+        if name not in (*BOOL_OPTIONS, *VMSPLIT_PAGE_OFFSET, "PAGE_OFFSET"):
+            raise UserError(f"config word {word!r} is not an option the model reads; give one of "
+                            f"{', '.join(KNOWN_WORDS)} (prefix ! or no- to turn a bool off)")
+        if name == "PAGE_OFFSET":
+            if negated or not eq:
+                raise UserError(f"config word {word!r}: give PAGE_OFFSET a value, e.g. PAGE_OFFSET=0x80000000")
+            number, rest = memparse_prefix(value.strip())
+            if rest or not value.strip():
+                raise UserError(f"config word {word!r}: PAGE_OFFSET is not a number; write e.g. "
+                                "PAGE_OFFSET=0x80000000")
+            parsed["CONFIG_PAGE_OFFSET"] = f"0x{number:x}"
+            continue
+        if eq and value.strip().lower() not in ("y", "n"):
+            raise UserError(f"config word {word!r}: {name} is a bool; give {name}=y or {name}=n")
+        enabled = not negated and (not eq or value.strip().lower() == "y")
+        if name in VMSPLIT_PAGE_OFFSET:
+            if not enabled:
+                raise UserError(f"config word {word!r}: the memory split is a choice; name the one you want, "
+                                f"one of {', '.join(VMSPLIT_PAGE_OFFSET)}")
+            splits.append(name)
+        parsed["CONFIG_" + name] = "y" if enabled else "n"
+    if len(set(splits)) > 1:
+        raise UserError(f"config words {' and '.join(dict.fromkeys(splits))} both choose the memory split; "
+                        "give only one")
     return parsed
 
 
-def _arm_config(words: Sequence[str], page_offset: int | None) -> ArmConfig:
-    config = arm_config_from_kconfig(_parse_config_words(words))
-    if page_offset is None:
-        return config
-    return ArmConfig(page_offset, config.highmem, config.thumb2, config.lpae, config.vipt_aliasing)
+def _offset_name(value: int) -> str:
+    return next((name for name, offset in VMSPLIT_PAGE_OFFSET.items() if offset == value), "")
+
+
+def _arm_config(words: Sequence[str], page_offset: int | None) -> tuple[ArmConfig, bool]:
+    """The ArmConfig and whether ARM_PATCH_PHYS_VIRT is on; PAGE_OFFSET checked against the Kconfig
+    choices (arch/arm/Kconfig "Memory split", VMSPLIT_3G_OPT `depends on !ARM_LPAE`)."""
+    kconfig = _parse_config_words(words)
+    config = arm_config_from_kconfig(kconfig)
+    given = {f"{name} (0x{value:08x})": value for name, value in VMSPLIT_PAGE_OFFSET.items()
+             if kconfig.get("CONFIG_" + name) == "y"}
+    if "CONFIG_PAGE_OFFSET" in kconfig:
+        given[f"PAGE_OFFSET={kconfig['CONFIG_PAGE_OFFSET']}"] = config.page_offset
+    if page_offset is not None:
+        given[f"page offset {page_offset:#x}"] = page_offset
+    if len(set(given.values())) > 1:
+        raise UserError(f"PAGE_OFFSET given with different values: {', '.join(given)}; give it once")
+    if page_offset is not None:
+        config = ArmConfig(page_offset, config.highmem, config.thumb2, config.lpae, config.vipt_aliasing)
+    valid = vmsplit_choices(config.lpae)
+    if config.page_offset not in valid.values():
+        choices = ", ".join(f"0x{value:08x} ({name})" for name, value in sorted(valid.items(), key=lambda i: i[1]))
+        why = (f" ({_offset_name(config.page_offset)} needs !ARM_LPAE)"
+               if config.lpae and _offset_name(config.page_offset) in VMSPLIT_NOT_WITH_LPAE else "")
+        raise UserError(f"PAGE_OFFSET {config.page_offset:#x} is not one an ARM kernel can have{why}; give "
+                        f"one of {choices}")
+    return config, kconfig["CONFIG_ARM_PATCH_PHYS_VIRT"] == "y"
+
+
+def _version(kernel: str) -> Version:
+    version = parse_kernel_version(kernel)
+    if version < ARM_FIRST_MODELLED:
+        raise UserError(f"not modelled: ARM kernel {kernel.strip()} takes VMALLOC_END from per-machine headers; "
+                        f"give {format_version(ARM_FIRST_MODELLED)} or newer, e.g. 6.1")
+    return version
+
+
+def _number(value: str | int) -> int:
+    return value if isinstance(value, int) else parse_size(value)
+
+
+def _ram_base(value: str | int | None, version: Version, p2v: bool, lpae: bool) -> int:
+    """The first bank's base is PHYS_OFFSET (ARM_PATCH_PHYS_VIRT finds the start of RAM): aligned as
+    head.S/phys2virt.S demand (versions.ARM_P2V_ALIGN), else to a page, and inside the physical
+    address space."""
+    base = QEMU_VIRT_RAM_BASE if value is None else _number(value)
+    shown = f"0x{base:x}" if base >= 0 else str(base)
+    limit = phys_addr_limit(lpae)
+    if base < 0:
+        raise UserError(f"RAM base {shown} is negative; give a physical address from 0, e.g. 0x40000000")
+    if base >= limit:
+        raise UserError(f"RAM base {shown} is beyond the {format_size(limit)} physical address space of "
+                        f"{'an LPAE' if lpae else 'a !LPAE'} kernel; give a base below 0x{limit:x}"
+                        + ("" if lpae else " (or config ARM_LPAE)"))
+    align = ARM_P2V_ALIGN.value(version) if p2v else PAGE_SIZE
+    if base % align:
+        why = (f"kernel {format_version(version)} needs PHYS_OFFSET (the RAM base) {format_size(align)} aligned "
+               f"({ARM_P2V_ALIGN.row(version).source})" if p2v else "RAM starts on a page (PAGE_SIZE)")
+        near = [value for value in (base - base % align, base - base % align + align) if value < limit]
+        raise UserError(f"RAM base {shown} is not a multiple of {format_size(align)}: {why}; give e.g. "
+                        + " or ".join(f"0x{value:x}" for value in near))
+    return base
+
+
+def _ram_size(value: str | int, base: int, lpae: bool) -> int:
+    size = _number(value)
+    if size < MIN_RAM or size % PAGE_SIZE:
+        raise UserError(f"RAM size {value}: give a multiple of {format_size(PAGE_SIZE)} (PAGE_SIZE) of at "
+                        f"least {format_size(MIN_RAM)} (one PMD section of lowmem), e.g. 1G")
+    limit = phys_addr_limit(lpae)
+    if base + size > limit:
+        raise UserError(f"RAM {format_size(size)} at 0x{base:x} ends at 0x{base + size:x}, beyond the "
+                        f"{format_size(limit)} physical address space of {'an LPAE' if lpae else 'a !LPAE'} "
+                        f"kernel; give at most {format_size(limit - base)} at this base"
+                        + ("" if lpae else " (or config ARM_LPAE)"))
+    return size
+
+
+def _memparse_word(text: str, allow_unit: bool) -> bool:
+    """Is `text` exactly one memparse number (lib/cmdline.c), with an optional ignored B/iB?"""
+    rest = memparse_prefix(text)[1]
+    return bool(text) and rest != text and (rest == "" or (allow_unit and rest in ("B", "iB", "b")))
+
+
+def _check_cmdline(cmdline: str) -> None:
+    """vmalloc=SIZE and mem=SIZE[@START] must be numbers memparse reads whole. Their ranges are the
+    kernel's business: early_vmalloc clamps vmalloc= (mmu.c), arm_add_memory aligns, trims and drops
+    mem= banks (setup.c); what cannot boot at all is refused by layout_arm.arm_layout."""
+    for value in early_params(cmdline, "vmalloc"):
+        if not _memparse_word(value, allow_unit=True):
+            raise UserError(f"vmalloc={value} on the command line is not a size; write e.g. vmalloc=300M "
+                            "(a number with an optional K, M or G)")
+    for value in early_params(cmdline, "mem"):
+        size, at, start = value.partition("@")
+        if not _memparse_word(size, allow_unit=not at) or (at and not _memparse_word(start, allow_unit=False)):
+            raise UserError(f"mem={value} on the command line is not SIZE or SIZE@START; write e.g. mem=512M "
+                            "or mem=512M@0x40000000")
 
 
 def model_layout(arch: str, kernel: str, ram: str | int, ram_base: str | int | None = None,
@@ -101,14 +234,19 @@ def model_layout(arch: str, kernel: str, ram: str | int, ram_base: str | int | N
 
     Defaults follow the kit's QEMU targets: RAM at 0x40000000, Debian armmp config (HIGHMEM, 3G/1G).
     Other architectures: see analysis.model.other_arches (invariants only).
+    Every input is checked first (UserError, one line with the valid range): the kernel version is
+    modelled, PAGE_OFFSET is a VMSPLIT choice, the RAM base is aligned as PHYS_OFFSET must be, the RAM
+    is whole pages, at least one PMD section and inside the physical address space, and vmalloc=/mem=
+    are numbers.
     """
     if arch != "arm":
         raise UserError(f"not modelled: arch {arch!r} has no full layout model; use arm "
                         "(x86_64/arm64/x86 invariants are in analysis.model.other_arches)")
-    size = ram if isinstance(ram, int) else parse_size(ram)
-    base = QEMU_VIRT_RAM_BASE if ram_base is None else (
-        ram_base if isinstance(ram_base, int) else parse_size(ram_base))
-    offset = page_offset if page_offset is None or isinstance(page_offset, int) else parse_size(page_offset)
-    inp = ArmLayoutInput(version=parse_kernel_version(kernel), banks=((base, size),), cmdline=cmdline,
-                         config=_arm_config(config, offset))
+    version = _version(kernel)
+    offset = None if page_offset is None else _number(page_offset)
+    arm_config, p2v = _arm_config(config, offset)
+    base = _ram_base(ram_base, version, p2v, arm_config.lpae)
+    size = _ram_size(ram, base, arm_config.lpae)
+    _check_cmdline(cmdline)
+    inp = ArmLayoutInput(version=version, banks=((base, size),), cmdline=cmdline, config=arm_config)
     return arm_layout(inp)

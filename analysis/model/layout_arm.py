@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from analysis.model.units import Version, format_version, memparse_prefix
+from analysis.model.units import Version, format_size, format_version, memparse_prefix
 from analysis.model.versions import (
     ARM_EARLY_VMALLOC,
     ARM_FIXMAP,
@@ -32,12 +32,30 @@ VMALLOC_MIN_SIZE = 16 * SZ_1M       # arch/arm/mm/mmu.c early_vmalloc "vmalloc a
 LAST_PKMAP = 512             # asm/highmem.h LAST_PKMAP = PTRS_PER_PTE (512, 2-level and LPAE)
 VECTORS_BASE = 0xFFFF0000    # asm/memory.h VECTORS_BASE (high vectors)
 ULONG_MAX = 0xFFFFFFFF
+PHYS_MASK_SHIFT_LPAE = 40    # asm/pgtable-3level-hwdef.h:74 "40-bit physical address supported"
 
-# CONFIG_PAGE_OFFSET per split, arch/arm/Kconfig (6.1:1101-1118).
+# CONFIG_PAGE_OFFSET per split, arch/arm/Kconfig (6.1:1101-1118): the "Memory split" choice is the only
+# way to set it on an MMU kernel; VMSPLIT_3G_OPT `depends on !ARM_LPAE`.
 VMSPLIT_PAGE_OFFSET = {
     "VMSPLIT_3G": 0xC0000000, "VMSPLIT_3G_OPT": 0xB0000000,
     "VMSPLIT_2G": 0x80000000, "VMSPLIT_1G": 0x40000000,
 }
+VMSPLIT_NOT_WITH_LPAE = frozenset({"VMSPLIT_3G_OPT"})
+
+# The first kernel with one VMALLOC_END for every machine: older ones are not modelled.
+ARM_FIRST_MODELLED: Version = min(row.since for row in ARM_VMALLOC_END.rows if row.value is not None)
+
+
+def vmsplit_choices(lpae: bool) -> dict[str, int]:
+    """The VMSPLIT_* choices (and their PAGE_OFFSET) Kconfig offers with or without ARM_LPAE."""
+    return {name: value for name, value in VMSPLIT_PAGE_OFFSET.items()
+            if not (lpae and name in VMSPLIT_NOT_WITH_LPAE)}
+
+
+def phys_addr_limit(lpae: bool) -> int:
+    """The end of the physical address space: 4 GiB with a 32-bit phys_addr_t (!LPAE, no
+    CONFIG_PHYS_ADDR_T_64BIT), 1 TiB with LPAE (40-bit output addresses)."""
+    return 1 << (PHYS_MASK_SHIFT_LPAE if lpae else 32)
 
 Bank = tuple[int, int]  # (physical base, size in bytes)
 
@@ -129,10 +147,11 @@ def early_params(cmdline: str, name: str) -> list[str]:
 
 
 def early_vmalloc(arg: str, version: Version, page_offset: int, vmalloc_end: int) -> int:
-    """arch/arm/mm/mmu.c early_vmalloc: the clamped vmalloc size (all versions: memparse, >= 16M;
-    maximum `VMALLOC_END - (PAGE_OFFSET + 32M)` with vmalloc_min (5.10 and older) or
-    `VMALLOC_END - (PAGE_OFFSET + 32M + VMALLOC_OFFSET)` with vmalloc_size (6.1, 6.12))."""
-    size, _ = memparse_prefix(arg)
+    """arch/arm/mm/mmu.c early_vmalloc: the clamped vmalloc size (all versions:
+    `unsigned long vmalloc_reserve = memparse(arg, NULL)`, so the u64 is cut to 32 bits (vmalloc=4G
+    is 0); then >= 16M; maximum `VMALLOC_END - (PAGE_OFFSET + 32M)` with vmalloc_min (5.10 and older)
+    or `VMALLOC_END - (PAGE_OFFSET + 32M + VMALLOC_OFFSET)` with vmalloc_size (6.1, 6.12))."""
+    size = memparse_prefix(arg)[0] & ULONG_MAX
     size = max(size, VMALLOC_MIN_SIZE)
     style = ARM_EARLY_VMALLOC.value(version)
     reserve = 32 * SZ_1M + (VMALLOC_OFFSET if style == "size" else 0)
@@ -312,41 +331,91 @@ def effective_version(version: Version) -> tuple[Version, list[str]]:
     return version, notes
 
 
+def _require_lowmem(banks: Sequence[Bank], bounds: LowmemBounds, phys_offset: int, limit: int) -> None:
+    """A layout the kernel can boot needs lowmem, and at least one whole 2 MiB section of it below
+    memblock_limit: adjust_lowmem_bounds rounds memblock_limit down to PMD_SIZE and
+    memblock_set_current_limit() confines the early allocations (page tables) to it."""
+    ranges = [(start, end) for start, end in usable_ranges(banks, bounds.nomap) if start < limit]
+    if not ranges or bounds.memblock_limit <= ranges[0][0]:
+        lowmem = sum(min(end, limit) - start for start, end in ranges)
+        raise UserError(f"RAM leaves {format_size(lowmem)} of usable lowmem below 0x{limit:08x} (PHYS_OFFSET "
+                        f"0x{phys_offset:08x}), less than the one {format_size(PMD_SIZE)} section (PMD_SIZE) "
+                        f"the kernel's early allocations need; give at least {format_size(PMD_SIZE)} of RAM "
+                        "at PHYS_OFFSET")
+
+
+def _show_banks(banks: Sequence[Bank]) -> str:
+    return ", ".join(f"{format_size(size)}@0x{base:x}" for base, size in banks)
+
+
+def _require_order(regions: Sequence[tuple[str, int, int]]) -> None:
+    """Every region non-empty, inside the 32-bit address space, each one ending at or below the start
+    of the next (the order of Documentation/arm/memory.rst and asm/memory.h)."""
+    for (name, start, end), following in zip(regions, [*regions[1:], None], strict=True):
+        if not 0 <= start < end <= ULONG_MAX + 1 or (following is not None and end > following[1]):
+            raise UserError(f"the model gives an impossible layout: {name} {start:#010x}-{end:#010x}"
+                            + (f" runs into {following[0]} at {following[1]:#010x}" if following else "")
+                            + "; check PAGE_OFFSET, the RAM banks and vmalloc=")
+
+
 def arm_layout(inp: ArmLayoutInput) -> ArmLayout:
     """The whole ARM layout for one kernel version, RAM description, command line and config."""
     if not inp.banks:
         raise UserError("no RAM banks given: give at least one (base, size)")
+    if inp.version < ARM_FIRST_MODELLED:
+        raise UserError(f"not modelled: ARM kernel {format_version(inp.version)} takes VMALLOC_END "
+                        f"from per-machine headers; use {format_version(ARM_FIRST_MODELLED)} or newer")
     version, notes = effective_version(inp.version)
     vmalloc_end = ARM_VMALLOC_END.value(version)
     if vmalloc_end is None:
         raise UserError(f"not modelled: ARM kernel {format_version(inp.version)} takes VMALLOC_END "
-                        "from per-machine headers; use 3.4 or newer")
+                        f"from per-machine headers; use {format_version(ARM_FIRST_MODELLED)} or newer")
     cfg = inp.config
     banks = [b for b in (memblock_add(base, size, cfg.lpae) for base, size in _merge(inp.banks)) if b]
+    if not banks:
+        raise UserError(f"no whole page of RAM in the banks {_show_banks(inp.banks)} (memblock_add keeps "
+                        f"whole pages below {format_size(phys_addr_limit(cfg.lpae))}); give RAM of at least "
+                        f"{format_size(PAGE_SIZE)}")
     phys_offset = banks[0][0] if inp.phys_offset is None else inp.phys_offset
     banks = apply_early_mem(banks, inp.cmdline, phys_offset, cfg.lpae)
     if not banks:
-        raise UserError(f"no RAM left after mem= in {inp.cmdline!r}")
+        raise UserError(f"no RAM left after mem= in {inp.cmdline!r} (setup.c arm_add_memory drops what "
+                        f"lies below PHYS_OFFSET 0x{phys_offset:08x} or is under a page); give "
+                        "mem=SIZE[@START] with a SIZE of at least 4K at or above PHYS_OFFSET")
     vmalloc_args = early_params(inp.cmdline, "vmalloc")
     size = None
     if vmalloc_args:
         size = early_vmalloc(vmalloc_args[-1], version, cfg.page_offset, vmalloc_end)
+        asked = memparse_prefix(vmalloc_args[-1])[0]
+        if asked != size:
+            notes.append(f"vmalloc={vmalloc_args[-1]}: early_vmalloc uses {format_size(size)} (mmu.c: "
+                         "a 32-bit unsigned long, clamped to at least 16M and to leave 32M of lowmem)")
     style = ARM_EARLY_VMALLOC.value(version)
     limit = vmalloc_limit(style, size, vmalloc_end, cfg.page_offset, phys_offset)
     bounds = adjust_lowmem_bounds(banks, limit)
     if not cfg.highmem or cfg.vipt_aliasing:
         banks = ignore_ram_above(banks, bounds.memblock_limit)
         bounds = adjust_lowmem_bounds(banks, limit)
+    _require_lowmem(banks, bounds, phys_offset, limit)
     high_memory = bounds.arm_lowmem_limit - phys_offset + cfg.page_offset
     start = vmalloc_start(high_memory)
     fixmap = ARM_FIXMAP.value(version)
     modules_vaddr, modules_end = modules_range(cfg)
+    pkmap_base = cfg.page_offset - PMD_SIZE if cfg.highmem else None
+    _require_order((
+        ("modules", modules_vaddr, modules_end),
+        *((("pkmap", pkmap_base, pkmap_base + LAST_PKMAP * PAGE_SIZE),) if pkmap_base is not None else ()),
+        ("lowmem", cfg.page_offset, high_memory),
+        ("vmalloc", start, vmalloc_end),
+        ("fixmap", fixmap.start, fixmap.end),
+        ("vector", VECTORS_BASE, VECTORS_BASE + PAGE_SIZE),
+    ))
     lowmem_bytes, highmem_bytes = _split_bytes(usable_ranges(banks, bounds.nomap), bounds.arm_lowmem_limit)
     return ArmLayout(
         version=inp.version, PAGE_OFFSET=cfg.page_offset, PHYS_OFFSET=phys_offset, high_memory=high_memory,
         VMALLOC_START=start, VMALLOC_END=vmalloc_end, VmallocTotal_kB=(vmalloc_end - start) >> 10,
         MODULES_VADDR=modules_vaddr, MODULES_END=modules_end,
-        PKMAP_BASE=cfg.page_offset - PMD_SIZE if cfg.highmem else None, LAST_PKMAP=LAST_PKMAP,
+        PKMAP_BASE=pkmap_base, LAST_PKMAP=LAST_PKMAP,
         FIXADDR_START=fixmap.start, FIXADDR_END=fixmap.end, FIXADDR_TOP=fixmap.end - PAGE_SIZE,
         FIX_KMAP_BEGIN=fixmap.kmap_begin, VECTORS_BASE=VECTORS_BASE,
         arm_lowmem_limit=bounds.arm_lowmem_limit, memblock_limit=bounds.memblock_limit,

@@ -56,6 +56,15 @@ def parse_size(text: str) -> int:
     return value
 
 
+def format_size(value: int) -> str:
+    """Bytes the way `parse_size` reads them back: the largest exact binary suffix ("2M", "4K", "1G"),
+    else plain bytes ("4097")."""
+    for suffix, shift in sorted(_SUFFIX_SHIFT.items(), key=lambda item: -item[1]):
+        if value and value % (1 << shift) == 0:
+            return f"{value >> shift}{suffix.upper()}"
+    return str(value)
+
+
 def parse_kernel_version(text: str) -> Version:
     """"3.18" | "6.1.0-50-armmp" | "5.10.223" | "6.12.95+deb12-armmp" -> (major, minor, patch).
 

@@ -36,7 +36,8 @@ class VersionTable(Generic[T]):
     def row(self, version: Version) -> Row[T]:
         chosen = [row for row in self.rows if row.since <= version]
         if not chosen:
-            raise UserError(f"{self.name}: no data for kernel {format_version(version)}")
+            raise UserError(f"{self.name}: no data for kernel {format_version(version)}; give a kernel "
+                            f"version from {format_version(self.rows[0].since)} on")
         return chosen[-1]
 
     def value(self, version: Version) -> T:
@@ -79,6 +80,20 @@ ARM_VMALLOC_END: VersionTable[int | None] = VersionTable("ARM VMALLOC_END", (
     # 4.9.240 have 0xff800000. A 4.1-era vendor BSP still shows 0xff000000. 5.10/6.1/6.12 read.
     Row((4, 2, 0), 0xFF800000, "asm/pgtable.h:52 VMALLOC_END (5.10, 6.1, 6.12); change commit unverified",
         bracket=((3, 18, 0), (4, 9, 129))),
+))
+
+# --- ARM PHYS_OFFSET alignment (CONFIG_ARM_PATCH_PHYS_VIRT) ------------------------------------------
+# head.S computes PHYS_OFFSET from where the image runs and patches PHYS_OFFSET - PAGE_OFFSET into the
+# __pv_table stubs; a displacement that is not aligned stops the boot (`bne __error` / deadloop).
+# 5.10 arch/arm/kernel/head.S __fixup_pv_table `teq r3, r6, lsl #24 @ must be 16MiB aligned` (Kconfig
+# ARM_PATCH_PHYS_VIRT: "the base of physical memory is at a 16MB boundary"); 6.1/6.12
+# arch/arm/kernel/phys2virt.S:42 `teq r3, r0, lsl #21 @ must be 2 MiB aligned` after Ard Biesheuvel's
+# "[PATCH v2 10/10] ARM: p2v: reduce p2v alignment requirement to 2 MiB" (Message-Id
+# 20200921154117.757-11-ardb@kernel.org, 2020-09-21). Merge release not verified here; 5.11 assumed.
+ARM_P2V_ALIGN: VersionTable[int] = VersionTable("ARM PHYS_OFFSET alignment", (
+    Row((2, 6, 0), 16 << 20, "arch/arm/kernel/head.S __fixup_pv_table (5.10)"),
+    Row((5, 11, 0), 2 << 20, "arch/arm/kernel/phys2virt.S __fixup_pv_table (6.1, 6.12)",
+        bracket=((5, 10, 223), (6, 1, 0))),
 ))
 
 # --- ARM early_vmalloc / adjust_lowmem_bounds style ------------------------------------------------
