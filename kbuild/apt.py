@@ -26,6 +26,8 @@ SUITES: tuple[tuple[str, str], ...] = (
 # (a backports suite has neither).
 SUITE_COMPANIONS = ("", "-security", "-updates")
 LISTS_MAX_AGE_S = 24 * 3600
+
+
 def host_arch(log: Log = no_log) -> str:
     """The host's Debian architecture (the ``linux-kbuild`` tools run here)."""
     if not _HOST_ARCH:
@@ -124,8 +126,14 @@ class PrivateApt:
         return dict(re.findall(r"^([A-Za-z-]+):\s*(.*)$", stanza, re.M))
 
     def download(self, args: list[str], dest: Path) -> list[Path]:
-        """``apt-get download`` into ``dest``; returns the .deb files."""
+        """``apt-get download`` into ``dest``; returns the .deb files.
+
+        apt checks what it downloads against the hashes of the signed lists, but keeps a ``.deb`` of the
+        same name and size already in ``dest`` unchecked (tried: a flipped byte went through): those are
+        removed first, so every returned file is one apt has just verified."""
         dest.mkdir(parents=True, exist_ok=True)
+        for stale in dest.glob("*.deb"):
+            stale.unlink()
         result = run(["apt-get", *self.options(), "download", *args], self.log, cwd=dest, check=False)
         if result.returncode != 0:
             error = _apt_error_line(result.stdout + result.stderr) or f"exit status {result.returncode}"

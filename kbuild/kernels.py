@@ -7,6 +7,11 @@ the image, the headers, the ``-common`` headers, the host's ``linux-kbuild`` of 
 source version and ``busybox-static``, and unpacks them with ``dpkg-deb -x``. A tree is unpacked into
 a temporary directory and renamed into place once complete (the marker file is written last), so an
 interrupted fetch never leaves a half tree that looks usable.
+
+Each package's ``DEBIAN/md5sums`` is kept with the tree (``kbuild.checksums``) and a cached tree is
+checked against it before every use: a damaged entry is named in the log, removed and fetched again.
+An entry unpacked before the checksums were kept is verified once against its packages, downloaded
+again for their md5sums (its tree is kept when intact: runs using it meanwhile are not disturbed).
 """
 
 from __future__ import annotations
@@ -20,12 +25,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from kbuild import checksums
 from kbuild.apt import SUITE_COMPANIONS, SUITES, PrivateApt, host_arch
 from kbuild.targets import KernelSpec, Target
 from kbuild.toolchain import Log, no_log, run
 from kit.errors import InfraError, UserError
 
 MARKER = "kmodkit-complete.json"
+BUSYBOX = "bin/busybox"  # in busybox-static, and in a kernel entry's tree
 _NAME = r"[a-z0-9][a-z0-9.+-]*?"  # the rest of a package name, lazily (Debian policy 5.6.1)
 
 
@@ -73,10 +80,8 @@ def fetch_debian_kernel(target: Target, cache: Path | None = None, log: Log = no
     apt.ensure_lists(spec.suite)
     packages = resolve_kernel_packages(apt, spec)
     dest = root / "kernels" / spec.debian_arch / f"{packages.release}_{packages.debian_version}"
-    if not (dest / MARKER).is_file():
+    if not ((dest / MARKER).is_file() and _cached_entry_intact(dest, packages, apt, spec, log)):
         _populate(dest, packages, apt, spec, log)
-    else:
-        log(f"# reusing cached kernel {dest}")
     return _debian_tree(dest, packages.release)
 
 
@@ -203,21 +208,136 @@ def _depends_matching(fields: dict[str, str], pattern: str, package: str) -> str
     return match.group(1)
 
 
+def _cached_entry_intact(dest: Path, packages: KernelPackages, apt: PrivateApt, spec: KernelSpec, log: Log) -> bool:
+    """Check a cached entry against its packages' md5sums; a damaged one is said so and removed."""
+    check = checksums.check_entry(dest, dest / "root")
+    damage = check.damage if check is not None else _verify_old_entry(dest, packages, apt, spec, log)
+    if damage is None:
+        if check is not None:
+            which = f"all {check.files} files" if check.full else f"its {check.files} boot-critical files"
+            log(f"# reusing cached kernel {dest} ({which} verified in {check.elapsed_s:.2f} s)")
+        return True
+    log(f"# cached kernel {dest} is damaged: {damage}; removing it and fetching it again")
+    _discard(dest)
+    return False
+
+
+def _verify_old_entry(
+    dest: Path, packages: KernelPackages, apt: PrivateApt, spec: KernelSpec, log: Log
+) -> checksums.Damage | None:
+    """An entry without (readable) manifests: verified against its packages, downloaded again."""
+    log(f"# cached kernel {dest} has no md5sums of its packages (an older kmodkit's): verifying it against them")
+    try:
+        return _record_checksums_of_old_entry(dest, packages, apt, spec, log)
+    except InfraError as e:  # offline: the tree worked before; used as before this check, and said so
+        log(f"# warning: cannot verify {dest} ({e}); using it unverified this time")
+        return None
+
+
+def _record_checksums_of_old_entry(
+    dest: Path, packages: KernelPackages, apt: PrivateApt, spec: KernelSpec, log: Log
+) -> checksums.Damage | None:
+    """Download the entry's packages again (apt verifies them against the signed lists), take their
+    md5sums and hash the whole tree; when it matches, record them (the tree itself is not touched)."""
+    scratch = dest.with_name(f"{dest.name}.tmp-verify-{os.getpid()}")
+    shutil.rmtree(scratch, ignore_errors=True)
+    try:
+        debs = _download(packages, apt, spec, scratch / "debs", log)
+        sums = _md5sums_of(debs, log)
+        headers = next(d for d in debs if checksums.package_name(d) == f"linux-headers-{packages.release}")
+        run(["dpkg-deb", "-x", str(headers), str(scratch / "root")], log)  # its Makefile, rewritten the same way
+        _point_headers_at_common(scratch / "root", dest / "root", packages.release)
+        _expect_rewritten_makefile(sums, scratch / "root", packages.release)
+        return _record_checksums(dest, dest / "root", sums, packages, log)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _download(packages: KernelPackages, apt: PrivateApt, spec: KernelSpec, into: Path, log: Log) -> list[Path]:
+    started = time.monotonic()
+    debs = apt.download([*packages.download_args(), f"busybox-static:{spec.debian_arch}"], into)
+    log(f"# downloaded {len(debs)} packages in {time.monotonic() - started:.1f} s")
+    return debs
+
+
+def _md5sums_of(debs: list[Path], log: Log) -> checksums.Manifest:
+    """Every package's md5sums; a path in two packages keeps the last one's, as ``dpkg-deb -x`` in order."""
+    sums: checksums.Manifest = {}
+    for deb in debs:
+        sums |= checksums.package_md5sums(deb, log)
+    return sums
+
+
+def _expect_rewritten_makefile(sums: checksums.Manifest, root: Path, release: str) -> None:
+    """The kit rewrites the flavour headers' Makefile after unpacking (``_point_headers_at_common``), so
+    its package's md5 can never match: expect the md5 of the rewritten file (``root``'s) instead."""
+    path = _flavour_makefile(release)
+    sums[path] = checksums.FileSum(sums[path].package, checksums.md5_of(root / path))
+
+
+def _record_checksums(
+    dest: Path, root: Path, sums: checksums.Manifest, packages: KernelPackages, log: Log
+) -> checksums.Damage | None:
+    started = time.monotonic()
+    damage = checksums.record(dest, root, sums, lambda manifest: _boot_critical(manifest, packages))
+    if damage is None:
+        log(f"# verified {len(sums)} files against their packages' md5sums in {time.monotonic() - started:.1f} s")
+    return damage
+
+
+def _boot_critical(manifest: checksums.Manifest, packages: KernelPackages) -> set[str]:
+    """The files hashed on every use: what QEMU boots and what every module build reads or runs
+    (the kbuild tools: fixdep, modpost...). No dtb: QEMU virt generates the device tree."""
+    release = packages.release
+    kdir = f"usr/src/linux-headers-{release}"
+    kbuild = packages.kbuild.split(":", 1)[0]
+    wanted = {
+        f"boot/vmlinuz-{release}",
+        BUSYBOX,
+        f"{kdir}/.config",
+        f"{kdir}/Module.symvers",
+        _flavour_makefile(release),
+        f"{kdir}/include/generated/autoconf.h",
+        f"{kdir}/include/generated/utsrelease.h",
+        f"{kdir}/include/config/auto.conf",
+    }
+    return {path for path, s in manifest.items() if path in wanted or s.package == kbuild}
+
+
+def _flavour_makefile(release: str) -> str:
+    return f"usr/src/linux-headers-{release}/Makefile"
+
+
+def _discard(dest: Path) -> None:
+    """Move a damaged entry aside first (no run sees half of it), then delete it."""
+    doomed = dest.with_name(f"{dest.name}.tmp-damaged-{os.getpid()}")
+    shutil.rmtree(doomed, ignore_errors=True)
+    try:
+        dest.rename(doomed)
+    except FileNotFoundError:  # another run removed it first
+        return
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
 def _populate(dest: Path, packages: KernelPackages, apt: PrivateApt, spec: KernelSpec, log: Log) -> None:
-    """Download and unpack into ``dest.tmp-<pid>``, fix it up, write the marker, rename into place."""
+    """Download and unpack into ``dest.tmp-<pid>``, fix it up, record and verify the packages' md5sums,
+    write the marker, rename into place."""
     _remove_abandoned_tmp_dirs(dest)
     tmp = dest.with_name(f"{dest.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    started = time.monotonic()
-    debs = apt.download([*packages.download_args(), f"busybox-static:{spec.debian_arch}"], tmp / "debs")
-    log(f"# downloaded {len(debs)} packages in {time.monotonic() - started:.1f} s")
+    debs = _download(packages, apt, spec, tmp / "debs", log)
     started = time.monotonic()
     for deb in debs:
         run(["dpkg-deb", "-x", str(deb), str(tmp / "root")], log)
+    sums = _md5sums_of(debs, log)
     shutil.rmtree(tmp / "debs")
     log(f"# unpacked in {time.monotonic() - started:.1f} s")
     _point_headers_at_common(tmp / "root", dest / "root", packages.release)
+    _expect_rewritten_makefile(sums, tmp / "root", packages.release)
     _check_unpacked(tmp / "root", packages.release)
+    damage = _record_checksums(tmp, tmp / "root", sums, packages, log)
+    if damage is not None:
+        raise InfraError(f"just unpacked, {damage}: is the disk full or failing? free space in {tmp.parent}, retry")
     marker = {"release": packages.release, "debian_version": packages.debian_version}
     (tmp / MARKER).write_text(json.dumps(marker) + "\n")
     if dest.exists():  # a leftover without marker, or another process just finished the same kernel
@@ -232,11 +352,12 @@ def _remove_abandoned_tmp_dirs(dest: Path) -> None:
     """Half-unpacked trees of fetches that were killed (their process is gone)."""
     for tmp in dest.parent.glob(f"{dest.name}.tmp-*"):
         pid = tmp.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not _process_alive(int(pid)):
+        if pid.isdigit() and not process_alive(int(pid)):
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _process_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process with this id exists (work directories name the process that owns them)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -291,19 +412,39 @@ def _debian_tree(dest: Path, release: str) -> KernelTree:
 
 def fetch_busybox(target: Target, cache: Path | None = None, log: Log = no_log) -> Path:
     """Debian's static busybox for the target's architecture (for a user's own kernel tree, which has
-    none): ``busybox-static:<arch>`` from the target's suite, cached like the kernels."""
+    none): ``busybox-static:<arch>`` from the target's suite, cached like the kernels (and checked
+    against the package's md5sums before each use)."""
     root = cache if cache is not None else default_cache_dir()
     spec = target.kernel
     dest = root / "busybox" / spec.debian_arch
     binary = dest / "bin" / "busybox"
-    if binary.is_file():
+    if binary.is_file() and _cached_busybox_intact(dest, log):
         return binary
     apt = PrivateApt(root / "apt", archs=(spec.debian_arch, host_arch(log)), log=log)
     apt.ensure_lists(spec.suite)
     with tempfile.TemporaryDirectory(dir=root) as tmp:
         (deb,) = apt.download([f"busybox-static:{spec.debian_arch}"], Path(tmp))
         run(["dpkg-deb", "-x", str(deb), str(Path(tmp) / "root")], log)
-        dest.mkdir(parents=True, exist_ok=True)
-        (dest / "bin").mkdir(exist_ok=True)
-        shutil.copy2(Path(tmp) / "root" / "bin" / "busybox", binary)
+        wanted = {BUSYBOX: checksums.package_md5sums(deb, log)[BUSYBOX]}
+        manifest, damage = checksums.find_damage(Path(tmp) / "root", wanted, hash_all=True)
+        if damage is not None:
+            raise InfraError(f"just unpacked, {damage}: is the disk full or failing? free space in {root}, retry")
+        binary.parent.mkdir(parents=True, exist_ok=True)
+        partial = binary.with_name(f"busybox.tmp-{os.getpid()}")
+        shutil.copy2(Path(tmp) / "root" / BUSYBOX, partial)  # copy2: the stamp (mtime) stays the package's
+        checksums.save(dest, checksums.MANIFEST, manifest)
+        partial.replace(binary)
     return binary
+
+
+def _cached_busybox_intact(dest: Path, log: Log) -> bool:
+    manifest = checksums.load(dest, checksums.MANIFEST)
+    if manifest is None:
+        problem = "has no md5sums of its package (an older kmodkit's)"
+    else:
+        damage = checksums.find_damage(dest, manifest, hash_all=True)[1]
+        if damage is None:
+            return True
+        problem = f"is damaged: {damage}"
+    log(f"# cached busybox {dest} {problem}; fetching it again")
+    return False

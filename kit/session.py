@@ -14,7 +14,7 @@ from analysis.verify.check import Check
 from analysis.verify.verify import verify_bundle
 from deploy.qemu import QemuTimeouts, QemuTransport
 from deploy.session import collect_bundle, guest_files
-from kbuild.kernels import KernelTree
+from kbuild.kernels import KernelTree, process_alive
 from kbuild.make import BuiltModule, build_modules, is_up_to_date, module_names, strip_debug
 from kbuild.toolchain import find_toolchain
 from kit.errors import InfraError, Interrupted, KitError, UserError
@@ -250,15 +250,6 @@ def remove_abandoned_work_dirs(root: Path) -> None:
     """Work directories ``run-<pid>-*`` of runs whose process is gone (killed before cleaning up)."""
     for stale in root.glob("run-*-*"):
         pid = stale.name.split("-")[1]
-        if pid.isdigit() and not _process_alive(int(pid)):
+        if pid.isdigit() and not process_alive(int(pid)):
             shutil.rmtree(stale, ignore_errors=True)
 
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
