@@ -1,5 +1,5 @@
-"""Host-side bundle writing (docs/contracts.md section 2): the guest's files, ktap/M.ktap from dmesg.txt,
-ko/M.ko, boot.log.
+"""Host-side bundle writing (docs/contracts.md section 2): the guest's files, ko/M.ko, boot.log.
+(ktap/M.ktap is cut from dmesg.txt by the pipeline, kit/pipeline.py: deploy reads no test output.)
 
 What the guest sends is untrusted: only the exact files its plan writes (guest/kitrun.sh) are written,
 each at its own path; the host's files (target.toml, config, boot.log, ko/, the verdict) never come
@@ -12,8 +12,7 @@ import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from analysis.parsers.ktap import extract_module_ktap
-from kit.errors import InfraError, ParseError
+from kit.errors import InfraError
 
 
 def module_name(ko: Path) -> str:
@@ -40,25 +39,6 @@ def write_guest_files(bundle_dir: Path, files: Mapping[str, bytes], expected: fr
     written = [_write(bundle_dir / name, data) for name, data in sorted(files.items()) if name in expected]
     refused = sorted(name for name in files if name not in expected)
     return written, refused
-
-
-def write_ktap_files(bundle_dir: Path, modules: Sequence[str]) -> list[Path]:
-    """``ktap/M.ktap`` for every module with a ``kit: begin M`` marker in ``dmesg.txt``.
-
-    A module never begun (the guest died before it) gets no file: missing means "not checked".
-    """
-    dmesg_path = bundle_dir / "dmesg.txt"
-    if not dmesg_path.is_file():
-        return []
-    dmesg = dmesg_path.read_text(errors="replace")
-    written = []
-    for module in modules:
-        try:
-            ktap = extract_module_ktap(dmesg, module, str(dmesg_path))
-        except ParseError:
-            continue
-        written.append(_write(bundle_dir / "ktap" / f"{module}.ktap", ktap.encode()))
-    return written
 
 
 def copy_modules(bundle_dir: Path, modules: Sequence[Path]) -> list[Path]:

@@ -21,7 +21,6 @@ from deploy.bundle_io import (
     guest_output_names,
     module_name,
     write_guest_files,
-    write_ktap_files,
 )
 from deploy.errors import CommandTimeout, DeployError, GuestCrashed, GuestOutputRefused, TransportLost
 from deploy.initramfs import GUEST_DIR
@@ -128,11 +127,10 @@ def _salvage(transport: Transport, err: KitError, bundle_dir: Path, modules: Seq
 
 def _write_guest_output(files: Mapping[str, bytes], bundle_dir: Path, modules: Sequence[Path],
                         log: Callable[[str], None], refuse: bool) -> list[Path]:
-    """The guest's files that its plan writes, and the KTAP cut from its dmesg; the rest is refused:
+    """The guest's files that its plan writes; the rest is refused:
     an error when ``refuse`` (a complete fetch), a log line when salvaging a partial one."""
     names = [module_name(ko) for ko in modules]
     written, refused = write_guest_files(bundle_dir, files, guest_output_names(names))
-    written += write_ktap_files(bundle_dir, names)
     if refused:
         shown = ", ".join(repr(name[:80]) for name in refused[:5]) + (" ..." if len(refused) > 5 else "")
         message = f"the guest sent {len(refused)} file(s) its plan does not write, refused: {shown}"

@@ -20,11 +20,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from analysis.model.banner import QEMU_VIRT_RAM_BASE
+from analysis.parsers.ktap import extract_module_ktap
 from analysis.verify.check import Check
 from analysis.verify.report import format_table, worst_first
 from kbuild.kernels import KernelTree, fetch_busybox, fetch_debian_kernel, local_kernel_tree
 from kbuild.render import default_specs, render_module, template_environment
-from kit.errors import InfraError, KitError, UserError
+from kit.errors import InfraError, KitError, ParseError, UserError
 from kit.request import RunRequest
 from kit.user_modules import UserModule, check_user_modules, check_user_vermagic, stage_user_modules
 from kit.verdict import Verdict, write_junit, write_verdict_json
@@ -91,6 +92,28 @@ def ship_user_modules(request: RunRequest, tree: KernelTree,
     checked = list(modules) if modules is not None else check_user_modules(request)
     check_user_vermagic(checked, tree)
     return stage_user_modules(checked, request.generated_root / request.target.name / "ship-user")
+
+
+def write_ktap_files(bundle_dir: Path, modules: Sequence[str]) -> list[Path]:
+    """``ktap/M.ktap`` for every module with a ``kit: begin M`` marker in the bundle's ``dmesg.txt``.
+
+    A module never begun (the guest died before it) gets no file: missing means "not checked".
+    """
+    dmesg_path = bundle_dir / "dmesg.txt"
+    if not dmesg_path.is_file():
+        return []
+    dmesg = dmesg_path.read_text(errors="replace")
+    written = []
+    for module in modules:
+        try:
+            ktap = extract_module_ktap(dmesg, module, str(dmesg_path))
+        except ParseError:
+            continue
+        path = bundle_dir / "ktap" / f"{module}.ktap"
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(ktap)
+        written.append(path)
+    return written
 
 
 def new_bundle_dir(request: RunRequest) -> Path:

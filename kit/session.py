@@ -12,6 +12,7 @@ from pathlib import Path
 
 from analysis.verify.check import Check
 from analysis.verify.verify import verify_bundle
+from deploy.bundle_io import module_name
 from deploy.qemu import QemuTimeouts, QemuTransport
 from deploy.session import collect_bundle, guest_files
 from kbuild.kernels import KernelTree, process_alive
@@ -30,6 +31,7 @@ from kit.pipeline import (
     phase,
     render_test_modules,
     ship_user_modules,
+    write_ktap_files,
     write_target_facts,
 )
 from kit.request import RunRequest
@@ -187,6 +189,7 @@ class RunSession:
             with phase(self.outcome, "collect", self.log):
                 collect_bundle(self.transport(), self.shipped_modules(), bundle, self.log,
                                plan_timeout_s=self.request.plan_timeout_s)
+            self._cut_ktap()
             with phase(self.outcome, "verify", self.log):
                 result = verify_bundle(bundle)
             verdict = Verdict(self.request.target.name, self.request.target.arch, tree.release, tree.version,
@@ -208,7 +211,13 @@ class RunSession:
         if self._transport is not None:
             self._transport.abort()  # a no-op when the guest is already off
         self._keep_console_log()
+        self._cut_ktap()
         return error_verdict(self.request, tree, err, self._partial_checks())
+
+    def _cut_ktap(self) -> None:
+        """ktap/M.ktap of every shipped module that began, from the bundle's dmesg.txt (partial too)."""
+        if self.outcome.bundle_dir is not None and self._shipped is not None:
+            write_ktap_files(self.outcome.bundle_dir, [module_name(ko) for ko in self._shipped])
 
     def _internal_error(self, err: Exception) -> InfraError:
         text = "".join(traceback.format_exception(err))
