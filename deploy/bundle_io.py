@@ -23,7 +23,7 @@ def module_name(ko: Path) -> str:
 # guest/kitrun.sh: the files it writes once, and per module M.
 GUEST_GLOBAL_FILES = ("status.txt", "meminfo.txt", "cmdline.txt", "iomem.txt", "zoneinfo.txt", "dmesg.txt")
 GUEST_MODULE_FILES = ("vmallocinfo/{m}.before.txt", "vmallocinfo/{m}.during.txt", "vmallocinfo/{m}.after.txt",
-                      "modules/{m}.txt", "sections/{m}.txt")
+                      "modules/{m}.txt", "sections/{m}.txt", "insmod/{m}.txt")
 
 
 def guest_output_names(modules: Sequence[str]) -> frozenset[str]:

@@ -55,16 +55,25 @@ def guest_files(modules: Sequence[Path]) -> dict[str, Path]:
     return files
 
 
-def plan_command(modules: Sequence[Path]) -> str:
-    names = " ".join(module_name(ko) for ko in modules)
-    return f"sh {GUEST_PLAN} {GUEST_OUT} {GUEST_MODULES} {names}"
+def plan_command(modules: Sequence[Path], stacks: Sequence[Sequence[str]] = ()) -> str:
+    """The guest plan's command: each module alone, in order, except the driver ``stacks`` (names in
+    dependency order), each loaded as one group where its first member comes (guest/kitrun.sh)."""
+    names = [module_name(ko) for ko in modules]
+    grouped = {name: tuple(stack) for stack in stacks for name in stack}
+    missing = set(grouped) - set(names)
+    if missing:
+        raise UserError(f"driver stack members not among the modules to load: {', '.join(sorted(missing))}")
+    groups = [",".join(grouped.get(name, (name,))) for name in names if grouped.get(name, (name,))[0] == name]
+    return f"sh {GUEST_PLAN} {GUEST_OUT} {GUEST_MODULES} {' '.join(groups)}"
 
 
 def collect_bundle(transport: Transport, modules: Sequence[Path], bundle_dir: Path,
-                   log: Callable[[str], None], plan_timeout_s: float | None = None) -> CollectResult:
+                   log: Callable[[str], None], plan_timeout_s: float | None = None,
+                   stacks: Sequence[Sequence[str]] = ()) -> CollectResult:
     """Boot ``transport`` with ``modules``, run the plan, and write the bundle into ``bundle_dir``.
 
-    ``plan_timeout_s`` bounds the whole guest plan (default: a base plus a minute per module).
+    ``plan_timeout_s`` bounds the whole guest plan (default: a base plus a minute per module);
+    ``stacks``: driver stacks (module names in dependency order) loaded together (plan_command).
     """
     if not modules:
         raise UserError("no modules to load: build them first")
@@ -76,7 +85,7 @@ def collect_bundle(transport: Transport, modules: Sequence[Path], bundle_dir: Pa
         transport.push(guest_files(modules))
         phase.run("boot", transport.boot)
         timeout = plan_timeout_s or PLAN_BASE_TIMEOUT_S + PLAN_TIMEOUT_PER_MODULE_S * len(modules)
-        result = phase.run("plan", lambda: transport.run(plan_command(modules), timeout))
+        result = phase.run("plan", lambda: transport.run(plan_command(modules, stacks), timeout))
         if result.exit_status != 0:
             raise InfraError(f"the guest plan failed (exit {result.exit_status}): {result.output.strip()[:300]}")
         files += _write_guest_output(phase.run("fetch", lambda: transport.fetch(GUEST_OUT)), bundle_dir, modules,

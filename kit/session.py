@@ -35,7 +35,7 @@ from kit.pipeline import (
     write_target_facts,
 )
 from kit.request import RunRequest
-from kit.user_modules import UserModule, check_user_modules, check_user_vermagic
+from kit.user_modules import UserModule, check_user_modules, check_user_vermagic, driver_stacks
 from kit.verdict import Verdict
 
 
@@ -188,7 +188,7 @@ class RunSession:
                     self._boot_while_building()
             with phase(self.outcome, "collect", self.log):
                 collect_bundle(self.transport(), self.shipped_modules(), bundle, self.log,
-                               plan_timeout_s=self.request.plan_timeout_s)
+                               plan_timeout_s=self.request.plan_timeout_s, stacks=driver_stacks(self._user_checked))
             self._cut_ktap()
             with phase(self.outcome, "verify", self.log):
                 result = verify_bundle(bundle)

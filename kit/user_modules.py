@@ -46,6 +46,7 @@ class UserModule:
     name: str  # .modinfo name= (what /proc/modules shows; the guest loads it as <name>.ko)
     vermagic: str
     data: bytes = field(repr=False)  # uncompressed
+    depends: tuple[str, ...] = ()  # .modinfo depends= (modules whose symbols it uses; modpost writes it)
 
     @property
     def where(self) -> str:
@@ -135,7 +136,8 @@ def _check_one(path: Path, target: Target, kind: ElfKind) -> UserModule:
     vermagic = info.get("vermagic")
     if vermagic is None:
         raise UserError(f"{where}: its .modinfo has no vermagic=, which the kernel refuses; rebuild it with Kbuild")
-    return UserModule(path, name, vermagic, raw)
+    depends = tuple(d for d in info.get("depends", "").split(",") if d)
+    return UserModule(path, name, vermagic, raw, depends)
 
 
 def _check_regular_file(path: Path, where: str) -> None:
@@ -201,3 +203,49 @@ def _check_names(modules: Sequence[UserModule], kit_names: set[str]) -> None:
         if first is not module:
             raise UserError(f"{first.where} and {module.where} are both module {module.name}: the kernel loads "
                             "one module of a name; pass it once")
+
+
+def driver_stacks(modules: Sequence[UserModule]) -> list[list[str]]:
+    """The user's modules that depend on each other (``depends=``), as stacks in load order: each stack is a
+    group of modules linked by dependencies, its members ordered so that a module comes after every one it
+    depends on (ties: the order given). A module alone is no stack. A dependency cycle is a UserError."""
+    by_name = {m.name: m for m in modules}
+    deps = {m.name: [d for d in m.depends if d in by_name] for m in modules}
+    ordered = _dependency_order([m.name for m in modules], deps, by_name)
+    component = {name: name for name in by_name}
+
+    def root(name: str) -> str:
+        while component[name] != name:
+            name = component[name]
+        return name
+
+    for name, needed in deps.items():
+        for dep in needed:
+            component[root(name)] = root(dep)
+    stacks: dict[str, list[str]] = {}
+    for name in ordered:
+        stacks.setdefault(root(name), []).append(name)
+    return [stack for stack in stacks.values() if len(stack) > 1]
+
+
+def _dependency_order(names: list[str], deps: dict[str, list[str]], by_name: dict[str, UserModule]) -> list[str]:
+    """``names`` with every module after its dependencies (depth first, in the order given)."""
+    done: list[str] = []
+    visiting: list[str] = []
+
+    def visit(name: str) -> None:
+        if name in done:
+            return
+        if name in visiting:
+            cycle = " -> ".join([*visiting[visiting.index(name):], name])
+            raise UserError(f"{by_name[name].where}: its modules depend on each other in a cycle ({cycle}); "
+                            "the kernel cannot load them")
+        visiting.append(name)
+        for dep in deps[name]:
+            visit(dep)
+        visiting.pop()
+        done.append(name)
+
+    for name in names:
+        visit(name)
+    return done

@@ -7,7 +7,7 @@ malformed. Nothing here prints, reads files or exits.
 """
 
 from analysis.parsers.bootlog import BootLog, MemoryLine, parse_boot_log
-from analysis.parsers.ktap import KtapDocument, KtapResult, extract_module_ktap, parse_ktap
+from analysis.parsers.ktap import KtapDocument, KtapResult, extract_load_messages, extract_module_ktap, parse_ktap
 from analysis.parsers.meminfo import MeminfoSummary, meminfo_summary, parse_meminfo
 from analysis.parsers.modules import ProcModule, parse_proc_modules
 from analysis.parsers.sections import parse_sections
@@ -26,6 +26,7 @@ __all__ = [
     "ProcModule",
     "VmallocEntry",
     "address_state",
+    "extract_load_messages",
     "extract_module_ktap",
     "meminfo_summary",
     "parse_boot_log",

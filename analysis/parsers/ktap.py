@@ -25,15 +25,17 @@ from kit.errors import ParseError
 
 Directive = Literal["SKIP", "TODO"]
 
-_VERSION = re.compile(r"(?:KTAP|TAP) version (?P<version>\d+)\s*")
-_PLAN = re.compile(r"1\.\.(?P<count>\d+)(?:\s*#.*)?\s*")
+# Version, plan and test numbers longer than 20 digits are not KTAP: such a line is kept as unknown.
+_VERSION = re.compile(r"(?:KTAP|TAP) version (?P<version>\d{1,20})\s*")
+_PLAN = re.compile(r"1\.\.(?P<count>\d{1,20})(?:\s*#.*)?\s*")
 _RESULT = re.compile(
-    r"(?P<status>ok|not ok)\s+(?P<number>\d+)(?:\s+-)?(?:\s+(?P<name>[^#]*?))?\s*(?:#\s*(?P<comment>.*?))?\s*"
+    r"(?P<status>ok|not ok)\s+(?P<number>\d{1,20})(?:\s+-)?(?:\s+(?P<name>[^#]*?))?\s*(?:#\s*(?P<comment>.*?))?\s*"
 )
 _DIRECTIVE = re.compile(r"(?P<word>SKIP|TODO)\b\s*(?P<reason>.*)", re.IGNORECASE)
 _DIAG = re.compile(r"#\s?(?P<text>.*)")
 _KEY_VALUE = re.compile(r"(?P<key>[A-Za-z0-9_][A-Za-z0-9_.\-\[\]]*)=(?P<value>.*?)\s*")
-_INTEGER = re.compile(r"[+-]?(?:0[xX][0-9a-fA-F]+|\d+)")
+# What the modules print (0x%px, %lu, %d): at most 16 hex or 20 decimal digits.
+_INTEGER = re.compile(r"[+-]?(?:0[xX][0-9a-fA-F]{1,16}|\d{1,20})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +83,9 @@ class KtapDocument:
         if value is None:
             return None
         if _INTEGER.fullmatch(value) is None:
-            raise ParseError(self.path, self.diag_line_numbers.get(key), f"{key}={value!r} is not an integer")
+            shown = value if len(value) <= 40 else value[:40] + "..."
+            raise ParseError(self.path, self.diag_line_numbers.get(key),
+                             f"{key}={shown!r} is not an integer (0x and 1-16 hex digits, or 1-20 decimal digits)")
         return _to_int(value)
 
 
@@ -247,3 +251,20 @@ def extract_module_ktap(dmesg_text: str, module: str, path: str = "dmesg") -> st
 
 def _is_marker(line: str, marker: str) -> bool:
     return line == marker or line.startswith(marker + " ")
+
+
+def extract_load_messages(dmesg_text: str, module: str) -> list[str]:
+    """What the kernel printed while ``module``'s insmod ran: the lines between ``kit: begin M`` and
+    ``kit: end M`` (the last such window; timestamps removed). Empty when there was no window."""
+    begin, end = f"kit: begin {module}", f"kit: end {module}"
+    window: list[str] = []
+    inside = False
+    for _, raw in numbered_lines(dmesg_text):
+        line = _DMESG_PREFIX.sub("", raw, count=1).rstrip()
+        if _is_marker(line, begin):
+            window, inside = [], True
+        elif inside and _is_marker(line, end):
+            inside = False
+        elif inside and line:
+            window.append(line)
+    return window

@@ -11,6 +11,7 @@ from analysis.parsers import (
     KtapDocument,
     ProcModule,
     VmallocEntry,
+    extract_load_messages,
     extract_module_ktap,
     parse_boot_log,
     parse_ktap,
@@ -36,6 +37,14 @@ class ModuleRun:
     modules: list[ProcModule] | None
     sections: dict[str, int] | None
     ko: Path | None
+    load_messages: tuple[str, ...] = ()  # the kernel's lines during insmod, then insmod's own stderr
+
+    @property
+    def loaded(self) -> bool:
+        """insmod succeeded (or its status is unknown, e.g. a board capture) and /proc/modules lists it."""
+        if self.insmod_rc not in (None, 0):
+            return False
+        return self.modules is None or any(m.name == self.name.replace("-", "_") for m in self.modules)
 
 
 @dataclass(frozen=True)
@@ -161,7 +170,14 @@ def _module_run(root: Path, name: str, status: tuple[int | None, int | None] | N
         modules=parse_proc_modules(modules_text, str(modules_path)) if modules_text is not None else None,
         sections=parse_sections(sections_text, str(sections_path)) if sections_text is not None else None,
         ko=ko if ko.is_file() else None,
+        load_messages=_load_messages(root, name, dmesg),
     )
+
+
+def _load_messages(root: Path, name: str, dmesg: str | None) -> tuple[str, ...]:
+    kernel = extract_load_messages(dmesg, name) if dmesg is not None else []
+    insmod = (_read(root / "insmod" / f"{name}.txt") or "").splitlines()
+    return tuple(line.strip() for line in (*kernel, *insmod) if line.strip())
 
 
 def _first_text(root: Path, *names: str) -> tuple[str, Path] | None:

@@ -95,6 +95,8 @@ def _symbol_checks(name: str, ko: Path, doc: KtapDocument, footprint: Footprint,
 
 def footprint_checks(run: ModuleRun, ctx: Context) -> list[Check]:
     name = run.name
+    if not run.loaded:
+        return [skip(f"{name}.footprint", FAMILY, "did not load (see its insmod check): no footprint to compare")]
     if run.ko is None or run.modules is None:
         return [skip(f"{name}.footprint", FAMILY, "no ko/ or modules/ file for this module")]
     if ctx.version is None or ctx.layout is None:

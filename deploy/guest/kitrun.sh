@@ -1,18 +1,20 @@
 #!/bin/sh
 # Guest-side test plan (docs/contracts.md section 2), busybox sh.
-# usage: kitrun.sh OUT_DIR MODULE_DIR M1 [M2 ...]   (loads MODULE_DIR/M.ko one at a time, in order)
+# usage: kitrun.sh OUT_DIR MODULE_DIR GROUP [GROUP ...]
+# A GROUP is one module M, or a driver stack "A,B,C" in dependency order: each is loaded in turn
+# (MODULE_DIR/M.ko) and kept loaded while the ones above it load, then all are unloaded in reverse.
 # A module whose insmod fails, or that oopses (insmod killed), does not stop the plan.
 # Exit status: 0 when every step ran (whatever the modules did), 2 on a usage error.
 
 if [ $# -lt 3 ]; then
-	echo "usage: kitrun.sh OUT_DIR MODULE_DIR MODULE..." >&2
+	echo "usage: kitrun.sh OUT_DIR MODULE_DIR GROUP..." >&2
 	exit 2
 fi
 out=$1
 mods=$2
 shift 2
 
-mkdir -p "$out/vmallocinfo" "$out/modules" "$out/sections"
+mkdir -p "$out/vmallocinfo" "$out/modules" "$out/sections" "$out/insmod"
 : > "$out/status.txt"
 
 # Globals, before the first module. Root reads real addresses with kptr_restrict=1.
@@ -29,20 +31,50 @@ dump_sections() {
 	(cd "/sys/module/$1/sections" && grep -H . .[!.]* ./* 2>/dev/null) | sed 's#^\./##; s#:# #'
 }
 
-for m in "$@"; do
-	cat /proc/vmallocinfo > "$out/vmallocinfo/$m.before.txt"
-	echo "kit: begin $m" > /dev/kmsg
-	insmod "$mods/$m.ko"
+# Nothing forks between meminfo.txt and the first snapshot, nor between a snapshot and the insmod or
+# rmmod it brackets (a forked process's stack is a vmalloc area on ARM since VMAP_STACK): the groups are
+# split with IFS, the exit statuses kept in files read with the shell's own `read`.
+rcdir=/tmp/kit-rc
+mkdir -p "$rcdir"
+
+load() {
+	cat /proc/vmallocinfo > "$out/vmallocinfo/$1.before.txt"
+	echo "kit: begin $1" > /dev/kmsg
+	insmod "$mods/$1.ko" 2> "$out/insmod/$1.txt"
 	rc=$?
-	echo "kit: end $m insmod=$rc" > /dev/kmsg
-	cat /proc/vmallocinfo > "$out/vmallocinfo/$m.during.txt"
-	cat /proc/modules > "$out/modules/$m.txt"
-	dump_sections "$(echo "$m" | tr - _)" > "$out/sections/$m.txt"
-	rmmod "$m"
-	rc2=$?
-	echo "kit: released $m rmmod=$rc2" > /dev/kmsg
-	cat /proc/vmallocinfo > "$out/vmallocinfo/$m.after.txt"
-	echo "$m insmod=$rc rmmod=$rc2" >> "$out/status.txt"
+	echo "kit: end $1 insmod=$rc" > /dev/kmsg
+	cat /proc/vmallocinfo > "$out/vmallocinfo/$1.during.txt"
+	echo "$rc" > "$rcdir/$1.insmod"
+	cat /proc/modules > "$out/modules/$1.txt"
+	dump_sections "$(echo "$1" | tr - _)" > "$out/sections/$1.txt"
+}
+
+unload() {
+	rmmod "$1"
+	rc=$?
+	echo "kit: released $1 rmmod=$rc" > /dev/kmsg
+	cat /proc/vmallocinfo > "$out/vmallocinfo/$1.after.txt"
+	echo "$rc" > "$rcdir/$1.rmmod"
+}
+
+blank=$IFS
+for group in "$@"; do
+	IFS=,
+	reverse=
+	for m in $group; do
+		IFS=$blank; load "$m"; reverse="$m,$reverse"; IFS=,
+	done
+	for m in $reverse; do
+		IFS=$blank; unload "$m"; IFS=,
+	done
+	for m in $group; do
+		IFS=$blank
+		read -r rc < "$rcdir/$m.insmod"
+		read -r rc2 < "$rcdir/$m.rmmod"
+		echo "$m insmod=$rc rmmod=$rc2" >> "$out/status.txt"
+		IFS=,
+	done
+	IFS=$blank
 done
 
 dmesg > "$out/dmesg.txt"

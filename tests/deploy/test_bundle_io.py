@@ -31,10 +31,10 @@ def test_only_the_plans_files_are_written_and_the_rest_is_refused(tmp_path: Path
 
 
 def test_the_expected_names_follow_the_guest_plan() -> None:
-    """Every name the host accepts is one that guest/kitrun.sh writes (``$out/...``, ``$m`` per module)."""
+    """Every name the host accepts is one that guest/kitrun.sh writes (``$out/...``, ``$1`` per module)."""
     plan = (Path(__file__).parents[2] / "deploy" / "guest" / "kitrun.sh").read_text()
     for name in GUEST_GLOBAL_FILES:
         assert f'"$out/{name}"' in plan, name
     for pattern in GUEST_MODULE_FILES:
-        assert f'"$out/{pattern.format(m="$m")}"' in plan, pattern
+        assert f'"$out/{pattern.format(m="$1")}"' in plan, pattern
     assert len(guest_output_names(["a", "b"])) == len(GUEST_GLOBAL_FILES) + 2 * len(GUEST_MODULE_FILES)
