@@ -17,6 +17,7 @@ class DeployError(InfraError):
     def __init__(self, message: str, log_path: Path | None = None, excerpt: str = "") -> None:
         self.log_path = log_path
         self.excerpt = excerpt
+        self.what = message  # without the log's path
         self.partial_bundle: Path | None = None  # set by deploy.session when files were kept
         where = f" (console log: {log_path})" if log_path is not None else ""
         super().__init__(message + where)

@@ -223,6 +223,7 @@ QEMU_HINTS: tuple[tuple[str, str], ...] = (
     ("cannot set up guest memory", "the host cannot give the guest that much memory: lower --mem"),
 )
 QEMU_DEFAULT_HINT = "run `invoke setup` to (re)install QEMU, or check the target's [qemu] section"
+QEMU_KILLED_HINT = "something outside the kit killed it (the OOM killer? see the host's dmesg); run again"
 QEMU_EXIT_WAIT_S = 2.0
 
 
@@ -239,7 +240,8 @@ def qemu_exit_reason(process: subprocess.Popen[bytes], stderr_path: Path, guest_
     how = f"was killed by {signal.Signals(-status).name}" if status < 0 else f"exited with status {status}"
     when = "" if guest_spoke else " before the guest printed anything"
     if message is None:
-        return f"QEMU {how}{when}; {QEMU_DEFAULT_HINT}"
+        hint = QEMU_KILLED_HINT if status < 0 else QEMU_DEFAULT_HINT
+        return f"QEMU {how}{when}; {hint}"
     hint = next((text for key, text in QEMU_HINTS if key in message.lower()), QEMU_DEFAULT_HINT)
     return f"QEMU {how}{when}: {message}; {hint}"
 

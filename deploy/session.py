@@ -8,6 +8,7 @@ partial bundle (``err.partial_bundle`` on a DeployError).
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -59,8 +60,8 @@ def plan_command(modules: Sequence[Path], stacks: Sequence[Sequence[str]] = ()) 
     """The guest plan's command: each module alone, in order, except the driver ``stacks`` (names in
     dependency order), each loaded as one group where its first member comes (guest/kitrun.sh)."""
     names = [module_name(ko) for ko in modules]
-    grouped = {name: tuple(stack) for stack in stacks for name in stack}
-    missing = set(grouped) - set(names)
+    grouped = {name: tuple(stack) for stack in stacks if set(stack) & set(names) for name in stack}
+    missing = set(grouped) - set(names)  # a stack split over two plan runs could not stay loaded
     if missing:
         raise UserError(f"driver stack members not among the modules to load: {', '.join(sorted(missing))}")
     groups = [",".join(grouped.get(name, (name,))) for name in names if grouped.get(name, (name,))[0] == name]
@@ -69,11 +70,13 @@ def plan_command(modules: Sequence[Path], stacks: Sequence[Sequence[str]] = ()) 
 
 def collect_bundle(transport: Transport, modules: Sequence[Path], bundle_dir: Path,
                    log: Callable[[str], None], plan_timeout_s: float | None = None,
-                   stacks: Sequence[Sequence[str]] = ()) -> CollectResult:
+                   stacks: Sequence[Sequence[str]] = (), batches: Sequence[Sequence[Path]] = ()) -> CollectResult:
     """Boot ``transport`` with ``modules``, run the plan, and write the bundle into ``bundle_dir``.
 
-    ``plan_timeout_s`` bounds the whole guest plan (default: a base plus a minute per module);
-    ``stacks``: driver stacks (module names in dependency order) loaded together (plan_command).
+    ``plan_timeout_s`` bounds each run of the guest plan (default: a base plus a minute per module);
+    ``stacks``: driver stacks (module names in dependency order) loaded together (plan_command);
+    ``batches``: the modules split into plan runs, each fetched before the next starts, so that what
+    an earlier batch measured is kept when a later one kills the guest (default: one batch).
     """
     if not modules:
         raise UserError("no modules to load: build them first")
@@ -84,13 +87,18 @@ def collect_bundle(transport: Transport, modules: Sequence[Path], bundle_dir: Pa
     try:
         transport.push(guest_files(modules))
         phase.run("boot", transport.boot)
-        timeout = plan_timeout_s or PLAN_BASE_TIMEOUT_S + PLAN_TIMEOUT_PER_MODULE_S * len(modules)
-        result = phase.run("plan", lambda: transport.run(plan_command(modules, stacks), timeout))
-        if result.exit_status != 0:
-            raise InfraError(f"the guest plan failed (exit {result.exit_status}): {result.output.strip()[:300]}")
-        files += _write_guest_output(phase.run("fetch", lambda: transport.fetch(GUEST_OUT)), bundle_dir, modules,
-                                     log, refuse=True)
+        for batch in batches or [modules]:
+            timeout = plan_timeout_s or PLAN_BASE_TIMEOUT_S + PLAN_TIMEOUT_PER_MODULE_S * len(batch)
+            command = plan_command(batch, stacks)
+            result = phase.run("plan", functools.partial(transport.run, command, timeout))
+            if result.exit_status != 0:
+                raise InfraError(f"the guest plan failed (exit {result.exit_status}): "
+                                 f"{result.output.strip()[:300]}")
+            files += _write_guest_output(phase.run("fetch", lambda: transport.fetch(GUEST_OUT)), bundle_dir,
+                                         modules, log, refuse=True)
     except KitError as err:
+        if isinstance(err, CommandTimeout):
+            transport.abort()  # the guest shell is busy (or QEMU stopped): no graceful poweroff through it
         files += _salvage(transport, err, bundle_dir, modules, log)
         _mark_partial(err, bundle_dir)
         raise
@@ -116,8 +124,9 @@ class _Phases:
     def run(self, name: str, action: Callable[[], T]) -> T:
         start = time.monotonic()
         value = action()
-        self.times[name] = time.monotonic() - start
-        self.log(f"{name}: {self.times[name]:.2f} s")
+        elapsed = time.monotonic() - start
+        self.times[name] = self.times.get(name, 0.0) + elapsed
+        self.log(f"{name}: {elapsed:.2f} s")
         return value
 
 

@@ -110,8 +110,11 @@ def write_ktap_files(bundle_dir: Path, modules: Sequence[str]) -> list[Path]:
         except ParseError:
             continue
         path = bundle_dir / "ktap" / f"{module}.ktap"
-        path.parent.mkdir(exist_ok=True)
-        path.write_text(ktap)
+        try:
+            path.parent.mkdir(exist_ok=True)
+            path.write_text(ktap)
+        except OSError as err:
+            raise bundle_write_error(bundle_dir, err) from err
         written.append(path)
     return written
 
@@ -167,8 +170,16 @@ def write_target_facts(request: RunRequest, tree: KernelTree, cmdline: str, bund
                   *([f"dtb = {toml_string(str(tree.dtb))}"] if tree.dtb is not None else []),
                   f"config = {toml_string(str(tree.config))}",
                   *([f"localversion = {toml_string(local)}"] if local else [])]
-    (bundle / "target.toml").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    shutil.copyfile(tree.config, bundle / "config")
+    try:
+        (bundle / "target.toml").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        shutil.copyfile(tree.config, bundle / "config")
+    except OSError as err:
+        raise bundle_write_error(bundle, err) from err
+
+
+def bundle_write_error(bundle: Path, err: OSError) -> InfraError:
+    return InfraError(f"cannot write the bundle {bundle}: {err.strerror or err}; free some space or give "
+                      "another --results")
 
 
 def toml_string(text: str) -> str:
@@ -212,13 +223,21 @@ def finish(outcome: RunOutcome, verdict: Verdict) -> RunOutcome:
 
 
 def error_verdict(request: RunRequest, tree: KernelTree | None, err: KitError,
-                  checks: Sequence[Check] = ()) -> Verdict:
+                  checks: Sequence[Check] = (), bundle: Path | None = None) -> Verdict:
     return Verdict(
         target=request.target.name,
         arch=request.target.arch,
         release=tree.release if tree else None,
         version=tree.version if tree else None,
         checks=list(checks),
-        run_error=str(err),
+        run_error=error_text(err, bundle),
         log_excerpt=excerpt_of(err),
     )
+
+
+def error_text(err: KitError, bundle: Path | None) -> str:
+    """The error's line, naming the bundle's boot.log (the transport's own console log is a work file)."""
+    what = getattr(err, "what", None)
+    if isinstance(what, str) and bundle is not None and (bundle / "boot.log").is_file():
+        return f"{what} (console log: {bundle / 'boot.log'})"
+    return str(err)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -180,39 +181,47 @@ class RunSession:
         # exit 2 before any bundle exists; only what happens from here on gets a bundle and a verdict
         tree = self.kernel()
         try:
-            bundle = new_bundle_dir(self.request)
-            self.outcome.bundle_dir = bundle
-            write_target_facts(self.request, tree, guest_cmdline(self.request), bundle)
-            if self.needs_build():
-                with phase(self.outcome, "build+boot", self.log):
-                    self._boot_while_building()
-            with phase(self.outcome, "collect", self.log):
-                collect_bundle(self.transport(), self.shipped_modules(), bundle, self.log,
-                               plan_timeout_s=self.request.plan_timeout_s, stacks=driver_stacks(self._user_checked))
-            self._cut_ktap()
-            with phase(self.outcome, "verify", self.log):
-                result = verify_bundle(bundle)
-            verdict = Verdict(self.request.target.name, self.request.target.arch, tree.release, tree.version,
-                              result.checks, extra={"phases": self._phase_json()})
+            verdict = self._collect_and_verify(tree)
         except KitError as err:
             verdict = self._error_verdict(tree, err)
         except KeyboardInterrupt:
             kept = f"the partial bundle is in {self.outcome.bundle_dir}" if self.outcome.bundle_dir else "no bundle yet"
             interrupted = Interrupted(f"interrupted (Ctrl-C): the guest was stopped, {kept}")
             finish(self.outcome, self._error_verdict(tree, interrupted))
-            self._remove_work_dir()
             raise interrupted from None
         except Exception as err:  # a bug of the kit's: reported like any run error, with its traceback kept
             verdict = self._error_verdict(tree, self._internal_error(err))
-        self._remove_work_dir()
+        finally:
+            self._remove_work_dir()
         return finish(self.outcome, verdict)
+
+    def _collect_and_verify(self, tree: KernelTree) -> Verdict:
+        bundle = new_bundle_dir(self.request)
+        self.outcome.bundle_dir = bundle
+        write_target_facts(self.request, tree, guest_cmdline(self.request), bundle)
+        if self.needs_build():
+            with phase(self.outcome, "build+boot", self.log):
+                self._boot_while_building()
+        with phase(self.outcome, "collect", self.log):
+            shipped = self.shipped_modules()
+            kit_modules = shipped[: len(shipped) - len(self.user_modules())]
+            # the user's modules (the ones that may crash the guest) run after the kit's have been fetched
+            batches = [b for b in (kit_modules, self.user_modules()) if b]
+            collect_bundle(self.transport(), shipped, bundle, self.log, plan_timeout_s=self.request.plan_timeout_s,
+                           stacks=driver_stacks(self._user_checked), batches=batches)
+        self._cut_ktap()
+        with phase(self.outcome, "verify", self.log):
+            result = verify_bundle(bundle)
+        return Verdict(self.request.target.name, self.request.target.arch, tree.release, tree.version,
+                       result.checks, extra={"phases": self._phase_json()})
 
     def _error_verdict(self, tree: KernelTree | None, err: KitError) -> Verdict:
         if self._transport is not None:
             self._transport.abort()  # a no-op when the guest is already off
         self._keep_console_log()
-        self._cut_ktap()
-        return error_verdict(self.request, tree, err, self._partial_checks())
+        with contextlib.suppress(KitError):  # a bundle that cannot be written: the verdict still says why
+            self._cut_ktap()
+        return error_verdict(self.request, tree, err, self._partial_checks(), self.outcome.bundle_dir)
 
     def _cut_ktap(self) -> None:
         """ktap/M.ktap of every shipped module that began, from the bundle's dmesg.txt (partial too)."""
@@ -224,8 +233,9 @@ class RunSession:
         bundle = self.outcome.bundle_dir
         where = ""
         if bundle is not None:
-            (bundle / "traceback.txt").write_text(text)
-            where = f"; traceback in {bundle / 'traceback.txt'}"
+            with contextlib.suppress(OSError):  # a full disk: the line below still says what happened
+                (bundle / "traceback.txt").write_text(text)
+                where = f"; traceback in {bundle / 'traceback.txt'}"
         return InfraError(f"internal error {type(err).__name__}: {err}{where} (please report it)")
 
     def _remove_work_dir(self) -> None:

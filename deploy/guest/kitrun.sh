@@ -1,6 +1,6 @@
 #!/bin/sh
 # Guest-side test plan (docs/contracts.md section 2), busybox sh.
-# usage: kitrun.sh OUT_DIR MODULE_DIR GROUP [GROUP ...]
+# usage: kitrun.sh OUT_DIR MODULE_DIR GROUP [GROUP ...]   (run again for a later batch: it appends)
 # A GROUP is one module M, or a driver stack "A,B,C" in dependency order: each is loaded in turn
 # (MODULE_DIR/M.ko) and kept loaded while the ones above it load, then all are unloaded in reverse.
 # A module whose insmod fails, or that oopses (insmod killed), does not stop the plan.
@@ -15,14 +15,17 @@ mods=$2
 shift 2
 
 mkdir -p "$out/vmallocinfo" "$out/modules" "$out/sections" "$out/insmod"
-: > "$out/status.txt"
 
-# Globals, before the first module. Root reads real addresses with kptr_restrict=1.
-echo 1 > /proc/sys/kernel/kptr_restrict
-cat /proc/meminfo > "$out/meminfo.txt"
-cat /proc/cmdline > "$out/cmdline.txt"
-cat /proc/iomem > "$out/iomem.txt"
-cat /proc/zoneinfo > "$out/zoneinfo.txt"
+# Globals, before the first module (a later batch of the same run appends to status.txt and keeps them).
+# Root reads real addresses with kptr_restrict=1.
+if [ ! -f "$out/status.txt" ]; then
+	: > "$out/status.txt"
+	echo 1 > /proc/sys/kernel/kptr_restrict
+	cat /proc/meminfo > "$out/meminfo.txt"
+	cat /proc/cmdline > "$out/cmdline.txt"
+	cat /proc/iomem > "$out/iomem.txt"
+	cat /proc/zoneinfo > "$out/zoneinfo.txt"
+fi
 
 # sections/M.txt: "<section name> <content>" per file of /sys/module/M/sections (dot files included),
 # with one grep and one sed for all of them (a process per file costs ~10 ms under TCG; the shell's
