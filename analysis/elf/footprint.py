@@ -31,7 +31,7 @@ from analysis.elf.sections import (
     Shdr,
     load_module_elf,
 )
-from kit.errors import UserError
+from kit.errors import ParseError, UserError
 
 PAGE_SIZE = 4096
 _IsInit = Callable[[str], bool]
@@ -206,7 +206,7 @@ def layout_module(module: ModuleElf, version: tuple[int, int, int], rules: Layou
 
     plts = None
     if module.machine == "EM_ARM" and enabled(config, "CONFIG_ARM_MODULE_PLTS"):
-        l1 = 1 << int(config.get("CONFIG_ARM_L1_CACHE_SHIFT", "6"))
+        l1 = 1 << l1_cache_shift(config)
         fixed = 2 if enabled(config, "CONFIG_DYNAMIC_FTRACE") else 0
         plts = count_module_plts(module, is_init, fixed, SORT_VARIANT[rules.version])
         frob_arm_plt_sections(module, plts, l1)
@@ -285,3 +285,11 @@ def _layout_symtab(module: ModuleElf, layout: _Layout, config: Mapping[str, str]
     layout.align(init, pointer)  # __alignof__(struct mod_kallsyms)
     layout.sizes[init] += 4 * pointer + symbols.total_symbols  # sizeof(mod_kallsyms) + init typetab
     return symbols
+
+
+def l1_cache_shift(config: Mapping[str, str]) -> int:
+    """CONFIG_ARM_L1_CACHE_SHIFT (arch/arm/mm/Kconfig: 5 or 6 by the CPU, 6 when unset)."""
+    text = config.get("CONFIG_ARM_L1_CACHE_SHIFT", "6")
+    if not (text.isascii() and text.isdigit() and len(text) <= 2):
+        raise ParseError("config", None, f"CONFIG_ARM_L1_CACHE_SHIFT={text[:40]!r} is not a cache line shift (5, 6)")
+    return int(text)

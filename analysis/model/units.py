@@ -15,7 +15,8 @@ Version = tuple[int, int, int]
 
 _SUFFIX_SHIFT = {"k": 10, "m": 20, "g": 30, "t": 40, "p": 50, "e": 60}
 _NUMBER = re.compile(r"(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)")
-_VERSION = re.compile(r"^\s*(\d+)\.(\d+)(?:\.(\d+))?(?:[-+~._][0-9A-Za-z._+~-]*)?\s*$")
+# Each part at most 6 digits (kernels have 1-3; int() of a 4301-digit string raises ValueError).
+_VERSION = re.compile(r"^\s*(\d{1,6})\.(\d{1,6})(?:\.(\d{1,6}))?(?:[-+~._][0-9A-Za-z._+~-]*)?\s*$")
 
 
 def _strtoull_base0(digits: str) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,9 +68,12 @@ class Bundle:
 
 
 def _read(path: Path) -> str | None:
-    if not path.is_file():
-        return None
-    return path.read_text(errors="replace")
+    try:
+        if not path.is_file():
+            return None
+        return path.read_text(errors="replace")
+    except OSError as err:  # a name from status.txt too long for a file name, an unreadable file
+        raise ParseError(str(path)[:200], None, f"cannot read it: {err.strerror or err}") from err
 
 
 def _strip_provenance(text: str) -> str:
@@ -101,6 +105,8 @@ def _read_facts(path: Path) -> dict[str, object]:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise ParseError(str(path), getattr(err, "lineno", None), f"not valid TOML: {err}") from err
+    except ValueError as err:  # an integer of more digits than int() converts
+        raise ParseError(str(path), None, f"not usable TOML: {err}") from err
 
 
 def _read_status(path: Path) -> dict[str, tuple[int | None, int | None]]:
@@ -116,7 +122,7 @@ def _read_status(path: Path) -> dict[str, tuple[int | None, int | None]]:
         values: dict[str, int | None] = {"insmod": None, "rmmod": None}
         for word in words[1:]:
             key, _, value = word.partition("=")
-            if key not in values or not value.lstrip("-").isdigit():
+            if key not in values or not re.fullmatch(r"-?[0-9]{1,10}", value):
                 raise ParseError(str(path), number, f"expected 'MODULE insmod=RC rmmod=RC', got {line!r}")
             values[key] = int(value)
         status[words[0]] = (values["insmod"], values["rmmod"])
