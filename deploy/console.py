@@ -30,9 +30,11 @@ from deploy.errors import (
 )
 from deploy.framing import (
     READY_LINE,
+    FetchRefused,
     FramedFiles,
     archive_command,
     begin_marker_pattern,
+    check_total,
     decode_archive,
     parse_framed_files,
     split_command_output,
@@ -308,19 +310,26 @@ class ConsoleShell:
         """Every regular file under ``remote_dir`` (relative path -> bytes), counts verified.
 
         First as one compressed archive; if that arrives damaged, file by file in framed blocks, where a
-        file whose framing broke (a kernel line inside a line of it) is fetched once more alone.
+        file whose framing broke (a kernel line inside a line of it) is fetched once more alone. Both
+        are bounded (framing.FetchCaps): output over a cap raises FetchRefused, and is not retried.
         """
-        status, output, _ = self.run_bytes(archive_command(remote_dir, shell_quote), timeout_s)
-        files = decode_archive(output) if status == 0 else None
-        if files:
-            return files
-        status, output, _ = self.run_bytes(fetch_command(remote_dir), timeout_s)
-        framed = parse_framed_files(output)
-        if status != 0 and not framed.files:
-            raise FramingError(f"cannot list {remote_dir} on the guest (exit {status}): "
-                               f"{output[:200].decode(errors='replace')}", self.log_path)
-        for name in list(framed.problems):
-            self._refetch(remote_dir, name, framed, timeout_s)
+        try:
+            status, output, _ = self.run_bytes(archive_command(remote_dir, shell_quote), timeout_s)
+            files = decode_archive(output) if status == 0 else None
+            if files:
+                return files
+            status, output, _ = self.run_bytes(fetch_command(remote_dir), timeout_s)
+            framed = parse_framed_files(output)
+            if status != 0 and not framed.files:
+                raise FramingError(f"cannot list {remote_dir} on the guest (exit {status}): "
+                                   f"{output[:200].decode(errors='replace')}", self.log_path)
+            for name in list(framed.problems):
+                self._refetch(remote_dir, name, framed, timeout_s)
+            check_total(framed.files)
+        except FetchRefused as refused:
+            if refused.log_path is not None:
+                raise
+            raise FetchRefused(refused.problem, self.log_path) from None
         return framed.files
 
     def _refetch(self, remote_dir: str, name: str, framed: FramedFiles, timeout_s: float) -> None:

@@ -35,14 +35,16 @@ _ESCAPED_NEWLINE = re.compile(r"\\x0a|#012")
 _BANNER = re.compile(r"Linux version (?P<release>\S+)(?P<rest>.*)")
 _CMDLINE = re.compile(r"Kernel command line:\s?(?P<cmdline>.*)")
 _LAYOUT_HEADER = re.compile(r"[Vv]irtual kernel memory layout:\s*")
-_ADDRESS = r"0x(?:\(ptrval\)|[0-9a-fA-F]+)"
+# Numbers are bounded to what the kernel prints (a pointer: 16 hex digits; a size: 20 decimal digits): a
+# longer digit run is not one of these lines (its item stays None), never an int() of thousands of digits.
+_ADDRESS = r"0x(?:\(ptrval\)|[0-9a-fA-F]{1,16})"
 _REGION = re.compile(
     r"(?P<name>[A-Za-z._][\w .\-/]*?)\s*:\s*(?P<start>" + _ADDRESS + r")\s*-\s*(?P<end>" + _ADDRESS + r")"
-    r"(?:\s*\(\s*(?P<size>\d+)\s*(?P<unit>[kKMG]B)(?:\s+\w+)?\s*\))?.*"
+    r"(?:\s*\(\s*(?P<size>\d{1,20})\s*(?P<unit>[kKMG]B)(?:\s+\w+)?\s*\))?.*"
 )
-_MEMORY = re.compile(r"Memory:\s*(?P<avail>\d+)[kK]/(?P<total>\d+)[kK] available(?P<rest>.*)")
-_MEMORY_FIELD = re.compile(r"(?P<value>\d+)[kK]\s+(?P<name>[A-Za-z][\w -]*?)\s*(?=[,)]|$)")
-_RELEASE_NUMBERS = re.compile(r"\d+(?:\.\d+)*")
+_MEMORY = re.compile(r"Memory:\s*(?P<avail>\d{1,20})[kK]/(?P<total>\d{1,20})[kK] available(?P<rest>.*)")
+_MEMORY_FIELD = re.compile(r"(?<!\d)(?P<value>\d{1,20})[kK]\s+(?P<name>[A-Za-z][\w -]*?)\s*(?=[,)]|$)")
+_RELEASE_NUMBERS = re.compile(r"\d{1,9}(?:\.\d{1,9})*(?!\d)")  # 5.10.0, 6.1.176; a longer run gives no version
 
 # Region names of the ARM (arch/arm/mm/init.c) and x86-32 (arch/x86/mm/init_32.c) blocks: a capture
 # that lost the header line still starts a block at one of these.

@@ -9,8 +9,9 @@
     not ok 2 <case> # <reason>
     ok 3 <case> # SKIP <reason>
 
-Subtests are indented (four spaces in KUnit) and precede their parent's result line. The parser is
-lenient on purpose: unknown lines are kept, and a plan with fewer results than announced gives
+Subtests are indented (four spaces in KUnit) and precede their parent's result line (at most
+``MAX_NESTING`` levels; deeper lines are kept as unknown). The parser is lenient on purpose: unknown
+lines are kept, and a plan with fewer results than announced gives
 ``truncated=True`` (a module that crashed, or a log cut short), never an exception.
 """
 
@@ -96,17 +97,21 @@ def _to_int(value: str) -> int:
     return sign * (int(digits, 16) if digits[:2] in ("0x", "0X") else int(digits, 10))
 
 
+_Line = tuple[int, str, int]  # line number, text without surrounding whitespace ("" if blank), indentation
+
+
 def parse_ktap(text: str, path: str = "ktap") -> KtapDocument:
     """Parse a KTAP stream. Never raises for odd content; see the module docstring."""
-    lines = [(number, line.rstrip()) for number, line in numbered_lines(text)]
+    lines: list[_Line] = []
+    for number, raw in numbered_lines(text):
+        line = raw.rstrip()
+        content = line.lstrip()
+        lines.append((number, content, len(line) - len(content)))  # indentation measured once per line
     return _parse_block(lines, path, indent=_first_indent(lines))
 
 
-def _first_indent(lines: list[tuple[int, str]]) -> int:
-    for _, line in lines:
-        if line.strip():
-            return len(line) - len(line.lstrip())
-    return 0
+def _first_indent(lines: list[_Line]) -> int:
+    return next((depth for _, content, depth in lines if content), 0)
 
 
 class _Builder:
@@ -166,27 +171,34 @@ class _Builder:
         )
 
 
-def _parse_block(lines: list[tuple[int, str]], path: str, indent: int) -> KtapDocument:
+# KUnit nests suites a few levels deep; a block nested deeper than this is kept as unknown lines (a
+# staircase of thousands of indentations would otherwise exhaust the stack, one recursion per level).
+MAX_NESTING = 32
+
+
+def _parse_block(lines: list[_Line], path: str, indent: int, level: int = 0) -> KtapDocument:
     builder = _Builder(path)
     index = 0
     while index < len(lines):
-        number, line = lines[index]
-        depth = len(line) - len(line.lstrip())
-        if line.strip() and depth > indent:
+        number, content, depth = lines[index]
+        if content and depth > indent:
             end = _end_of_block(lines, index, indent)
-            builder.pending_subtest = _parse_block(lines[index:end], path, depth)
+            if level < MAX_NESTING:
+                builder.pending_subtest = _parse_block(lines[index:end], path, depth, level + 1)
+            else:
+                builder.unknown.extend((inner, text) for inner, text, _ in lines[index:end] if text)
             index = end
             continue
-        _read_line(builder, number, line.strip())
+        _read_line(builder, number, content)
         index += 1
     return builder.document(lines[0][0] if lines else 1)
 
 
-def _end_of_block(lines: list[tuple[int, str]], start: int, indent: int) -> int:
+def _end_of_block(lines: list[_Line], start: int, indent: int) -> int:
     end = start
     while end < len(lines):
-        line = lines[end][1]
-        if line.strip() and len(line) - len(line.lstrip()) <= indent:
+        _, content, depth = lines[end]
+        if content and depth <= indent:
             break
         end += 1
     return end

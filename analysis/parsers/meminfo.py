@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from analysis.parsers._lines import data_lines
 from kit.errors import ParseError
 
-_LINE = re.compile(r"(?P<key>[A-Za-z0-9_()]+):\s*(?P<value>\d+)(?:\s*(?P<unit>kB))?\s*")
+# A value is an unsigned long (%8lu: at most 20 digits); a longer digit run is a malformed line.
+_LINE = re.compile(r"(?P<key>[A-Za-z0-9_()]+):\s*(?P<value>\d{1,20})(?:\s*(?P<unit>kB))?\s*")
 
 
 def parse_meminfo(text: str, path: str = "meminfo") -> dict[str, int]:

@@ -22,10 +22,12 @@ from kit.errors import ParseError
 
 _PERMANENT = "[permanent]"
 
+# Numbers are bounded to what m_show can print (%u, %i: 10 digits; %px: 16 hex digits; 20 allowed), so a
+# longer digit run is a malformed line, never an int() of thousands of digits.
 _LINE = re.compile(
-    r"(?P<name>\S+)\s+(?P<size>\d+)\s+(?P<refcount>-?\d+|-)\s+(?P<users>\S+)"
+    r"(?P<name>\S+)\s+(?P<size>\d{1,20})\s+(?P<refcount>-?\d{1,20}|-)\s+(?P<users>\S+)"
     r"\s+(?P<state>Live|Loading|Unloading)"
-    r"(?:\s+0x(?P<address>[0-9a-fA-F]+))?"
+    r"(?:\s+0x(?P<address>[0-9a-fA-F]{1,16}))?"
     r"(?:\s+\((?P<taints>[A-Za-z]*)[+-]?\))?\s*"
 )
 

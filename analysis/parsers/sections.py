@@ -18,8 +18,9 @@ import re
 from analysis.parsers._lines import data_lines
 from kit.errors import ParseError
 
-_PLAIN = re.compile(r"(?P<name>\S+)\s+(?:0x)?(?P<addr>[0-9a-fA-F]+)")
-_GREP = re.compile(r"(?:\S*/)?sections/(?P<name>[^:/\s]+):\s*(?:0x)?(?P<addr>[0-9a-fA-F]+)")
+# An address is a pointer (0x%px: at most 16 hex digits); a longer one is a malformed line.
+_PLAIN = re.compile(r"(?P<name>\S+)\s+(?:0x)?(?P<addr>[0-9a-fA-F]{1,16})")
+_GREP = re.compile(r"(?:\S*/)?sections/(?P<name>[^:/\s]+):\s*(?:0x)?(?P<addr>[0-9a-fA-F]{1,16})")
 _DIRECTORY_ENTRY = re.compile(r"(?:\S*/)?\.\.?:?")
 
 

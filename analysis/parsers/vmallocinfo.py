@@ -29,18 +29,20 @@ KNOWN_FLAGS: tuple[str, ...] = ("ioremap", "sparse", "vmalloc", "vmap", "user", 
 
 _FLAG_WORDS = "|".join(re.escape(flag) for flag in KNOWN_FLAGS)
 
-# One precompiled expression for the whole line: the fast path of the offline checker.
+# One precompiled expression for the whole line: the fast path of the offline checker. Numbers are
+# bounded to what the kernel can print (a 64-bit pointer: 16 hex digits; a long: 20 decimal digits),
+# so a longer digit run is a malformed line (a ParseError), never an int() of thousands of digits.
 _LINE = re.compile(
-    r"0x(?P<start>[0-9a-fA-F]+)-0x(?P<end>[0-9a-fA-F]+)\s+(?P<size>\d+)"
+    r"0x(?P<start>[0-9a-fA-F]{1,16})-0x(?P<end>[0-9a-fA-F]{1,16})\s+(?P<size>\d{1,20})"
     r"(?:"
     r"\s+(?P<special>vm_map_ram|unpurged vm_area)"
     r"|"
     r"(?:\s+(?!(?:pages|phys)=|N\d+=|(?:" + _FLAG_WORDS + r")(?:\s|$))"
     r"(?P<caller>\S+)(?:\s+\[(?P<module>[^\]\s]+)(?:\s+[0-9a-fA-F]+)?\])?)?"
-    r"(?:\s+pages=(?P<pages>\d+))?"
-    r"(?:\s+phys=(?:0x)?(?P<phys>[0-9a-fA-F]+))?"
+    r"(?:\s+pages=(?P<pages>\d{1,20}))?"
+    r"(?:\s+phys=(?:0x)?(?P<phys>[0-9a-fA-F]{1,16}))?"
     r"(?P<flags>(?:\s+(?:" + _FLAG_WORDS + r"))*)"
-    r"(?P<numa>(?:\s+N\d+=\d+)*)"
+    r"(?P<numa>(?:\s+N\d{1,10}=\d{1,20})*)"
     r")\s*"
 )
 _NUMA = re.compile(r"N(\d+)=(\d+)")
