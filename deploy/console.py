@@ -89,16 +89,17 @@ def wrap_command(command: str, token: str) -> bytes:
 
 
 # One awk pass frames every file (a fork per file costs ~10 ms under TCG): the first input is `wc -c`'s
-# "<bytes> <path>" listing; each later file is printed between its KIT>F and KIT>EOF lines, its lines
-# prefixed with "|". Files with no line at all (empty) are framed at the end.
+# "<bytes> <path>" listing and md5sum's "<md5> <path>" (each header carries both: a kernel line that cut a
+# line of a file and kept its length is caught by the checksum); each later file is printed between its
+# KIT>F and KIT>EOF lines, its lines prefixed with "|". Files with no line at all (empty) are framed at the end.
 _FRAME_AWK = (
-    "NR == FNR { if ($2 != \"total\") size[$2] = $1; next } "
+    "NR == FNR { if (length($1) == 32) sum[$2] = $1; else if ($2 != \"total\") size[$2] = $1; next } "
     "FNR == 1 { if (cur != \"\") print \"KIT>EOF \" name; cur = FILENAME; seen[cur] = 1; "
-    "name = cur; sub(/^\\.\\//, \"\", name); print \"KIT>F \" name \" \" size[cur] } "
+    "name = cur; sub(/^\\.\\//, \"\", name); print \"KIT>F \" name \" \" size[cur] \" \" sum[cur] } "
     "{ print \"|\" $0 } "
     "END { if (cur != \"\") print \"KIT>EOF \" name; "
     "for (f in size) if (!(f in seen)) { name = f; sub(/^\\.\\//, \"\", name); "
-    "print \"KIT>F \" name \" 0\"; print \"KIT>EOF \" name } }"
+    "print \"KIT>F \" name \" 0 \" sum[f]; print \"KIT>EOF \" name } }"
 )
 
 
@@ -107,7 +108,7 @@ def fetch_command(remote_dir: str, start: str = ".") -> str:
     (paths relative to ``remote_dir``), with three processes whatever the number of files."""
     return (
         f"cd {shell_quote(remote_dir)} && files=$(find {shell_quote(start)} -type f | sort) && "
-        f"[ -n \"$files\" ] && wc -c $files | awk {shell_quote(_FRAME_AWK)} - $files"
+        f"[ -n \"$files\" ] && {{ wc -c $files; md5sum $files; }} | awk {shell_quote(_FRAME_AWK)} - $files"
     )
 
 

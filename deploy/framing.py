@@ -18,6 +18,7 @@ fetch is refused with :class:`FetchRefused` instead of being held in memory.
 from __future__ import annotations
 
 import base64
+import hashlib
 import re
 import tarfile
 import zlib
@@ -29,7 +30,9 @@ from deploy.errors import FramingError, GuestOutputRefused
 
 MARK = b"KIT>"
 READY_LINE = re.compile(rb"KIT>READY\r?\n")
-FILE_BEGIN = re.compile(rb"KIT>F (\S+) (\d+)")
+FILE_BEGIN = re.compile(rb"KIT>F (\S+) (\d+)(?: ([0-9a-f]{32}))?")
+# A whole kernel line (printk's timestamp first): between two lines of a block it is harmless noise.
+KERNEL_LINE = re.compile(rb"(?:<\d+>)?\[\s*\d+\.\d+\] ")
 FILE_END = re.compile(rb"KIT>EOF (\S+)")
 
 # Caps on what one fetch may bring (issue 12). A real bundle (tests/data/runs/arm-6.12, five modules,
@@ -153,11 +156,13 @@ def _lines(stream: bytes) -> Iterator[bytes]:
 class _OpenFile:
     """A framed file being received: its name, announced count and the bytes so far (line + LF each)."""
 
-    def __init__(self, name: str, expected: int) -> None:
+    def __init__(self, name: str, expected: int, md5: bytes | None = None) -> None:
         self.name = name
         self.expected = expected
+        self.md5 = md5  # hex, from the guest's md5sum (None from an older guest plan)
         self.data = bytearray()
         self.received = 0  # may exceed what is kept: past ``expected + 1`` the count is wrong anyway
+        self.interleaved = False  # a line without "|" came inside the block: a kernel line cut a line
 
     def add(self, line: bytes) -> None:
         self.received += len(line) + 1
@@ -191,14 +196,22 @@ def parse_framed_files(stream: bytes, caps: FetchCaps = DEFAULT_CAPS) -> FramedF
                 raise FetchRefused(f"the framed listing announces more than {caps.members} files "
                                    "(member count cap): refused")
             size = _announced_size(begin.group(2), name, caps)
-            current = _OpenFile(name, size)
+            current = _OpenFile(name, size, begin.group(3))
         elif end is not None and current is not None and end.group(1).decode(errors="replace") == current.name:
             total += _finish_file(result, current)
             if total > caps.total_bytes:
                 raise FetchRefused(f"the framed files add up to {total} bytes, over the "
                                    f"{_size(caps.total_bytes)} total cap: refused")
             current = None
+        elif end is not None and current is None:  # its header was damaged: the file is not lost silently
+            orphan = end.group(1).decode(errors="replace")
+            if orphan not in result.files and len(result.problems) < caps.members:
+                result.problems[orphan] = "its KIT>F header was damaged (a kernel line inside it)"
         elif line:
+            if current is not None and not KERNEL_LINE.match(line):
+                # The awk prints every line of a block with "|": a line that is neither that nor a whole
+                # kernel line is the tail of a line a kernel line cut in two: the file is fetched again.
+                current.interleaved = True
             if len(result.noise) < MAX_NOISE_LINES:
                 result.noise.append(line)
             else:
@@ -219,10 +232,16 @@ def _announced_size(digits: bytes, name: str, caps: FetchCaps) -> int:
 
 def _finish_file(result: FramedFiles, current: _OpenFile) -> int:
     """Store the file if its count matches (else note the problem); the bytes stored."""
+    if current.interleaved:
+        result.problems[current.name] = "a kernel line came inside it (it may have cut one of its lines)"
+        return 0
     data = _exact(bytes(current.data), current.expected)
     if data is None:
         result.problems[current.name] = (f"byte count mismatch: announced {current.expected}, "
                                          f"received {current.received}")
+        return 0
+    if current.md5 is not None and hashlib.md5(data).hexdigest().encode() != current.md5:
+        result.problems[current.name] = "md5 mismatch: the bytes received are not the guest's"
         return 0
     result.files[current.name] = data
     return len(data)

@@ -78,3 +78,24 @@ def test_wrong_console_gives_boot_timeout_within_deadline(tmp_path: Path) -> Non
     elapsed = time.monotonic() - start
     assert 12 <= elapsed < 20
     assert transport.console_log.is_file()
+
+
+def test_the_framed_listing_carries_each_files_md5_from_busybox(tmp_path: Path) -> None:
+    """The fallback fetch on the real guest: busybox wc, md5sum and awk give every header its checksum."""
+    from deploy.console import fetch_command
+    from deploy.framing import FILE_BEGIN, parse_framed_files
+
+    kern = kernel("6.1")
+    with kern.transport(tmp_path / "work") as transport:
+        transport.boot()
+        made = transport.run("mkdir -p /tmp/f/sub && printf 'one\\ntwo' > /tmp/f/a && : > /tmp/f/empty && "
+                             "printf 'x\\n' > /tmp/f/sub/b", 10)
+        assert made.exit_status == 0, made.output
+        listing = transport.run(fetch_command("/tmp/f"), 10)
+    stream = listing.output.encode()
+    headers = [m for m in map(FILE_BEGIN.fullmatch, stream.splitlines()) if m is not None]
+    assert sorted(h.group(1) for h in headers) == [b"a", b"empty", b"sub/b"]
+    assert {h.group(1): h.group(3) for h in headers}[b"empty"] == b"d41d8cd98f00b204e9800998ecf8427e"
+    framed = parse_framed_files(stream)
+    assert framed.problems == {}
+    assert framed.files == {"a": b"one\ntwo", "empty": b"", "sub/b": b"x\n"}
