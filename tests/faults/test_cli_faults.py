@@ -4,32 +4,15 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import debian_kernel
-from tests.faults.conftest import REPO, FaultRow, qemu_of_run, record, start_invoke
+from tests.faults.conftest import REPO, FaultRow, qemu_of_run, record, start_invoke, wait_for_line
 
 pytestmark = [pytest.mark.e2e, pytest.mark.faults]
-
-
-def _wait_for_line(process: subprocess.Popen[str], prefix: str, lines: list[str], limit_s: float) -> None:
-    """Read the run's stdout until a line starts with ``prefix`` (the phase log), within ``limit_s``."""
-    assert process.stdout is not None
-    timer = threading.Timer(limit_s, process.kill)
-    timer.start()
-    try:
-        for line in process.stdout:
-            lines.append(line)
-            if line.startswith(prefix):
-                return
-    finally:
-        timer.cancel()
-    pytest.fail(f"the run never printed {prefix!r}: {''.join(lines)[-2000:]}")
 
 
 def _bundles(results: Path) -> list[Path]:
@@ -40,7 +23,7 @@ def test_ctrl_c_during_a_run_stops_the_guest_and_keeps_a_verdict(results_dir: Pa
     debian_kernel("6.1")  # cached (invoke setup --all), so the run reaches the guest quickly
     process = start_invoke("run", "--results", str(results_dir))
     lines: list[str] = []
-    _wait_for_line(process, "boot: ", lines, limit_s=180)  # the guest is up and the plan is starting
+    wait_for_line(process, "boot: ", lines, limit_s=180)  # the guest is up and the plan is starting
     assert qemu_of_run(process.pid), "no QEMU of this run while its plan runs"
     sent = time.monotonic()
     process.send_signal(signal.SIGINT)
