@@ -20,12 +20,21 @@ _VERSION = re.compile(r"^\s*(\d{1,6})\.(\d{1,6})(?:\.(\d{1,6}))?(?:[-+~._][0-9A-
 
 
 def _strtoull_base0(digits: str) -> int:
-    """`simple_strtoull(s, NULL, 0)`: 0x.. hex, 0.. octal, else decimal."""
+    """`simple_strtoull(s, NULL, 0)`: 0x.. hex, 0.. octal, else decimal; wraps at 64 bits like the
+    kernel's (lib/kstrtox.c _parse_integer only flags the overflow, simple_strtoull ignores it)."""
     if digits[:2].lower() == "0x":
-        return int(digits[2:], 16)
+        return _wrapped(digits[2:], 16)
     if digits.startswith("0") and len(digits) > 1:
-        return int(digits[1:], 8)
-    return int(digits, 10)
+        return _wrapped(digits[1:], 8)
+    return _wrapped(digits, 10)
+
+
+def _wrapped(digits: str, base: int) -> int:
+    value = 0
+    for start in range(0, len(digits), 64):  # chunks: int() refuses 4300+ digits at once
+        chunk = digits[start:start + 64]
+        value = (value * base ** len(chunk) + int(chunk, base)) % (1 << 64)
+    return value
 
 
 def memparse_prefix(text: str) -> tuple[int, str]:

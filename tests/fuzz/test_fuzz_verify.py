@@ -100,7 +100,6 @@ def seed_bundles(tmp: Path) -> list[SeedBundle]:
 # into a failure once the owner fixes one: then its entry here goes. Each is recognised by its exception
 # type and the function that raised it; any other exception still fails the fuzzer.
 KNOWN_ELSEWHERE: dict[tuple[type[BaseException], str, str], str] = {
-    (ValueError, "analysis/model/units.py", "_strtoull_base0"): "memparse of a 4301+ digit number",
 }
 
 

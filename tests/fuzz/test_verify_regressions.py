@@ -9,8 +9,6 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import pytest
-
 from analysis.verify.verify import BundleVerdict, verify_bundle
 from kit.errors import KitError
 from tests.fuzz._mutate import DATA, clean
@@ -54,8 +52,6 @@ def test_config_value_that_is_not_a_number(tmp_path: Path) -> None:
     checked(root)
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError,
-                   reason="analysis/model/units.py _strtoull_base0 (memparse_prefix): int() of 4301+ digits")
 def test_cmdline_size_of_4301_digits(tmp_path: Path) -> None:
     """Also reached by CONFIG_PAGE_OFFSET=<4301 digits> in config. Drop this xfail and the entry in
     test_fuzz_verify.KNOWN_ELSEWHERE once memparse_prefix refuses it."""
