@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import functools
 import shutil
-from collections.abc import Callable
+import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from deploy.console import ConsoleShell
+from deploy.qemu import QemuChannel
 from kbuild.kernels import KernelTree, fetch_debian_kernel
 from kbuild.targets import Target, load_target
 from kbuild.toolchain import Toolchain, find_toolchain
@@ -66,3 +69,16 @@ def qemu_binary(series: str) -> str:
 def debian_kernels() -> Callable[[str], KernelTree]:
     """``debian_kernels("6.1")``: the KernelTree of target ``arm-6.1`` (memoised for the session)."""
     return debian_kernel
+
+
+@pytest.fixture
+def host_shell(tmp_path: Path) -> Iterator[ConsoleShell]:
+    """A ConsoleShell on a real `sh` fed like guest/init.sh does it (`cat | sh`), over pipes."""
+    process = subprocess.Popen(["sh", "-c", "echo 'KIT>READY'; cat | sh"], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    shell = ConsoleShell(QemuChannel(process), tmp_path / "console.log")
+    shell.wait_ready(10)
+    yield shell
+    process.kill()
+    process.wait()
+    shell.close()

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from deploy.console import ChannelClosed, ConsoleShell, fetch_command, wrap_command
 from deploy.errors import BootTimeout, CommandTimeout, GuestCrashed, TransportLost
-from deploy.qemu import QemuChannel
 from kit.errors import UserError
 from tests.deploy.conftest import data_text
 
@@ -34,19 +31,6 @@ class ScriptedChannel:
             raise ChannelClosed("end of script")
         time.sleep(timeout_s)
         return b""
-
-
-@pytest.fixture
-def host_shell(tmp_path: Path) -> Iterator[ConsoleShell]:
-    """A ConsoleShell on a real `sh` fed like guest/init.sh does it (`cat | sh`), over pipes."""
-    process = subprocess.Popen(["sh", "-c", "echo 'KIT>READY'; cat | sh"], stdin=subprocess.PIPE,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    shell = ConsoleShell(QemuChannel(process), tmp_path / "console.log")
-    shell.wait_ready(10)
-    yield shell
-    process.kill()
-    process.wait()
-    shell.close()
 
 
 def test_run_returns_exact_output_and_status(host_shell: ConsoleShell) -> None:

@@ -12,10 +12,8 @@ import base64
 import gzip
 import io
 import re
-import subprocess
 import tarfile
 import zlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,7 +30,6 @@ from deploy.framing import (
     parse_framed_files,
     split_command_output,
 )
-from deploy.qemu import QemuChannel
 from tests.deploy.conftest import data_text
 from tests.fuzz._archives import (
     RUNS,
@@ -218,19 +215,6 @@ def test_exit_status_with_too_many_digits_is_a_framing_error() -> None:
     with pytest.raises(FramingError, match=r"^the end marker of command tok carries a 5000-digit exit status"):
         split_command_output(stream, "tok")
     assert split_command_output(b"KIT>Btok\r\nout\r\n\r\nKIT>Etok 9999999999\r\n", "tok") is not None
-
-
-@pytest.fixture
-def host_shell(tmp_path: Path) -> Iterator[ConsoleShell]:
-    """A ConsoleShell on a real `sh` fed like guest/init.sh does it (`cat | sh`), over pipes."""
-    process = subprocess.Popen(["sh", "-c", "echo 'KIT>READY'; cat | sh"], stdin=subprocess.PIPE,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    shell = ConsoleShell(QemuChannel(process), tmp_path / "console.log")
-    shell.wait_ready(10)
-    yield shell
-    process.kill()
-    process.wait()
-    shell.close()
 
 
 def test_fetch_files_refuses_a_file_over_the_cap_and_does_not_fall_back(host_shell: ConsoleShell,
