@@ -1,9 +1,10 @@
 """invoke tasks: thin wrappers over plain functions. The only place that turns errors into exit codes.
 
     invoke setup build deploy run [--target NAME] [--mem MiB] [--append "ARGS"] [--module X.ko ...]
+    invoke run --board boards/NAME.toml [--module X.ko ...]   (a board that is up: SSH or serial console)
     invoke model --arch arm --kernel 6.1 --ram 1G [--cmdline "vmalloc=300M"] [--json]
     invoke check --bundle results/latest [--json FILE]
-    invoke targets | invoke qa
+    invoke targets | invoke boards | invoke qa
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ T = TypeVar("T")
 
 # `invoke build deploy run --target X`: invoke hands the flags to the last task only, so every task
 # reads the run flags given anywhere on the command line (one run, one target).
-RUN_FLAGS = ("--target", "--mem", "--append", "--module", "--kdir", "--image", "--dtb", "--timeout", "--results")
+RUN_FLAGS = ("--target", "--mem", "--append", "--module", "--kdir", "--image", "--dtb", "--timeout", "--results",
+             "--board")
 
 
 def _argv_flags(argv: list[str]) -> dict[str, list[str]]:
@@ -79,15 +81,24 @@ def _exit_codes() -> Iterator[None]:
 
 def _request(target: str | None, mem: str | None, append: str | None, module: list[str] | None,
              kdir: str | None, image: str | None, dtb: str | None, timeout: float | None,
-             results: str | None) -> Any:
+             results: str | None, board: str | None = None) -> Any:
     from kbuild.targets import default_target_name, load_target
+    from kit.boards import load_board
+    from kit.errors import UserError
     from kit.request import RunRequest, parse_mem_mib
 
-    target = _flag("--target", target) or default_target_name()
+    board_value = _flag("--board", board)
+    the_board = load_board(board_value) if board_value else None
+    if the_board is not None and (_flag("--target", target) or _flag("--kdir", kdir)):
+        raise UserError(f"--board {board_value} names its own target and kernel tree: drop --target and --kdir "
+                        f"(or edit {the_board.path})")
+    target = the_board.target if the_board else _flag("--target", target) or default_target_name()
     mem_value = _flag("--mem", mem)
     timeout_value = _flag("--timeout", timeout)
     modules = _flag("--module", module) or []
     kdir, image, dtb = _flag("--kdir", kdir), _flag("--image", image), _flag("--dtb", dtb)
+    if the_board is not None and the_board.kdir is not None:
+        kdir = str(the_board.kdir)
     results = _flag("--results", results)
     return RunRequest(
         target=load_target(target),
@@ -99,6 +110,7 @@ def _request(target: str | None, mem: str | None, append: str | None, module: li
         dtb=Path(dtb) if dtb else None,
         **({"boot_timeout_s": float(timeout_value)} if timeout_value else {}),
         **({"results_root": Path(results).resolve()} if results else {}),
+        **({"board": the_board, "plan_timeout_s": the_board.plan_timeout_s} if the_board else {}),
     )
 
 
@@ -123,6 +135,7 @@ RUN_HELP = {
     "dtb": "a device tree blob for --kdir",
     "timeout": "seconds before a boot is declared hung",
     "results": "where the bundles go (default: results/ in the checkout)",
+    "board": "a board that is up already: boards/NAME.toml or its name (invoke boards); SSH or serial",
 }
 
 
@@ -136,6 +149,19 @@ def targets(c: Any) -> None:
         for name in target_names():
             mark = "*" if name == default else " "
             print(f"{mark} {name:10} {load_target(name).description}")
+
+
+@task
+def boards(c: Any) -> None:
+    """List the board files in boards/ (invoke run --board NAME)."""
+    from kit.boards import BOARDS_DIR, board_files, load_board
+
+    with _exit_codes():
+        for path in board_files():
+            board = load_board(str(path))
+            print(f"  {board.name:16} {board.where:40} {board.description}")
+        if not board_files():
+            print(f"no board files in {BOARDS_DIR}")
 
 
 @task(help={"target": RUN_HELP["target"], "all": "fetch the kernel of every target (what the tests need)"})
@@ -164,10 +190,11 @@ def setup(c: Any, target: str | None = None, all: bool = False) -> None:
 @task(help=RUN_HELP, iterable=["module"])
 def build(c: Any, target: str | None = None, mem: str | None = None, append: str | None = None,
           module: list[str] | None = None, kdir: str | None = None, image: str | None = None,
-          dtb: str | None = None, timeout: float | None = None, results: str | None = None) -> None:
+          dtb: str | None = None, timeout: float | None = None, results: str | None = None,
+        board: str | None = None) -> None:
     """Fetch the kernel, render the test modules and build them with Kbuild (only what changed)."""
     with _exit_codes():
-        request = _request(target, mem, append, module, kdir, image, dtb, timeout, results)
+        request = _request(target, mem, append, module, kdir, image, dtb, timeout, results, board)
         built = _memo(request, lambda s: s.build())
         for item in built:
             _log(f"  {item.ko.relative_to(REPO) if item.ko.is_relative_to(REPO) else item.ko}"
@@ -177,10 +204,11 @@ def build(c: Any, target: str | None = None, mem: str | None = None, append: str
 @task(help=RUN_HELP, iterable=["module"])
 def deploy(c: Any, target: str | None = None, mem: str | None = None, append: str | None = None,
            module: list[str] | None = None, kdir: str | None = None, image: str | None = None,
-           dtb: str | None = None, timeout: float | None = None, results: str | None = None) -> None:
+           dtb: str | None = None, timeout: float | None = None, results: str | None = None,
+        board: str | None = None) -> None:
     """Push the modules and the guest runner to the target (QEMU: into the initramfs)."""
     with _exit_codes():
-        request = _request(target, mem, append, module, kdir, image, dtb, timeout, results)
+        request = _request(target, mem, append, module, kdir, image, dtb, timeout, results, board)
         pushed = _memo(request, lambda s: s.deploy())
         _log(f"deployed {len(pushed)} files")
 
@@ -188,12 +216,13 @@ def deploy(c: Any, target: str | None = None, mem: str | None = None, append: st
 @task(help=RUN_HELP, iterable=["module"])
 def run(c: Any, target: str | None = None, mem: str | None = None, append: str | None = None,
         module: list[str] | None = None, kdir: str | None = None, image: str | None = None,
-        dtb: str | None = None, timeout: float | None = None, results: str | None = None) -> None:
+        dtb: str | None = None, timeout: float | None = None, results: str | None = None,
+        board: str | None = None) -> None:
     """Boot, run every test module, collect the bundle, verify it. Exit 0 only if every check passed."""
     from analysis.verify.report import family_summary, format_table, summary_line, worst_first
 
     with _exit_codes():
-        request = _request(target, mem, append, module, kdir, image, dtb, timeout, results)
+        request = _request(target, mem, append, module, kdir, image, dtb, timeout, results, board)
         outcome = _memo(request, lambda s: s.run())
         verdict = outcome.verdict
         not_passed = [check for check in worst_first(verdict.checks) if check.status != "pass"]

@@ -1,4 +1,4 @@
-"""The one interface every transport implements (QEMU now; SSH and serial console for boards later).
+"""The one interface every transport implements: QEMU (deploy/qemu.py), SSH and serial console (boards).
 
 A transport moves files to the target, boots (or connects to) it, runs shell commands with their real
 exit status, fetches a directory of text files back, and powers off. Everything the target printed on
@@ -40,6 +40,12 @@ class Transport(Protocol):
     @property
     def console_log(self) -> Path:
         """The file everything received on the console is appended to (boot.log)."""
+        ...
+
+    @property
+    def stays_up(self) -> bool:
+        """True for a board that keeps running after power_off (what the kit left there must be undone);
+        False for a guest the transport itself boots and stops."""
         ...
 
     def push(self, files: Mapping[str, Path]) -> None:

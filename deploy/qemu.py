@@ -90,6 +90,11 @@ class QemuTransport:
         self._shell: ConsoleShell | None = None
 
     @property
+    def stays_up(self) -> bool:
+        """The guest is QEMU's: it ends with power_off."""
+        return False
+
+    @property
     def console_log(self) -> Path:
         return self.work_dir / "boot.log"
 

@@ -27,12 +27,11 @@ from deploy.errors import CommandTimeout, DeployError, GuestCrashed, GuestOutput
 from deploy.initramfs import GUEST_DIR
 from kit.errors import InfraError, KitError, UserError
 
-GUEST_PLAN = "/kit/kitrun.sh"
-GUEST_MODULES = "/kit/modules"
-GUEST_OUT = "/kit/out"
+QEMU_GUEST_ROOT = "/kit"  # the kit's own initramfs; a board gets its work dir (/tmp/kmodkit by default)
 T = TypeVar("T")
 PLAN_BASE_TIMEOUT_S = 60.0
 PLAN_TIMEOUT_PER_MODULE_S = 60.0
+LEFTOVER_TIMEOUT_S = 30.0  # rmmod of what a cut-short plan left loaded
 
 
 @dataclass(frozen=True)
@@ -47,16 +46,36 @@ class CollectResult:
     total_s: float
 
 
-def guest_files(modules: Sequence[Path]) -> dict[str, Path]:
+@dataclass(frozen=True)
+class GuestPaths:
+    """Where the plan, the modules and the output live on the target: all under one ``root``."""
+
+    root: str = QEMU_GUEST_ROOT
+
+    @property
+    def plan(self) -> str:
+        return f"{self.root}/kitrun.sh"
+
+    @property
+    def modules(self) -> str:
+        return f"{self.root}/modules"
+
+    @property
+    def out(self) -> str:
+        return f"{self.root}/out"
+
+
+def guest_files(modules: Sequence[Path], paths: GuestPaths = GuestPaths()) -> dict[str, Path]:
     names = [module_name(ko) for ko in modules]
     if len(set(names)) != len(names):
         raise UserError(f"module names must be unique: {', '.join(names)}")
-    files = {f"{GUEST_MODULES}/{ko.name}": ko for ko in modules}
-    files[GUEST_PLAN] = GUEST_DIR / "kitrun.sh"
+    files = {f"{paths.modules}/{ko.name}": ko for ko in modules}
+    files[paths.plan] = GUEST_DIR / "kitrun.sh"
     return files
 
 
-def plan_command(modules: Sequence[Path], stacks: Sequence[Sequence[str]] = ()) -> str:
+def plan_command(modules: Sequence[Path], stacks: Sequence[Sequence[str]] = (),
+                 paths: GuestPaths = GuestPaths()) -> str:
     """The guest plan's command: each module alone, in order, except the driver ``stacks`` (names in
     dependency order), each loaded as one group where its first member comes (guest/kitrun.sh)."""
     names = [module_name(ko) for ko in modules]
@@ -65,18 +84,28 @@ def plan_command(modules: Sequence[Path], stacks: Sequence[Sequence[str]] = ()) 
     if missing:
         raise UserError(f"driver stack members not among the modules to load: {', '.join(sorted(missing))}")
     groups = [",".join(grouped.get(name, (name,))) for name in names if grouped.get(name, (name,))[0] == name]
-    return f"sh {GUEST_PLAN} {GUEST_OUT} {GUEST_MODULES} {' '.join(groups)}"
+    return f"sh {paths.plan} {paths.out} {paths.modules} {' '.join(groups)}"
+
+
+def unload_leftovers_command(modules: Sequence[Path]) -> str:
+    """Board shell code unloading every one of ``modules`` still loaded (a plan cut short by a timeout,
+    a lost link or Ctrl-C), the last loaded first: a board is left as found."""
+    names = " ".join(module_name(ko).replace("-", "_") for ko in reversed(modules))
+    return f"for m in {names}; do grep -q \"^$m \" /proc/modules && rmmod \"$m\"; done; true"
 
 
 def collect_bundle(transport: Transport, modules: Sequence[Path], bundle_dir: Path,
                    log: Callable[[str], None], plan_timeout_s: float | None = None,
-                   stacks: Sequence[Sequence[str]] = (), batches: Sequence[Sequence[Path]] = ()) -> CollectResult:
+                   stacks: Sequence[Sequence[str]] = (), batches: Sequence[Sequence[Path]] = (),
+                   paths: GuestPaths = GuestPaths()) -> CollectResult:
     """Boot ``transport`` with ``modules``, run the plan, and write the bundle into ``bundle_dir``.
 
     ``plan_timeout_s`` bounds each run of the guest plan (default: a base plus a minute per module);
     ``stacks``: driver stacks (module names in dependency order) loaded together (plan_command);
     ``batches``: the modules split into plan runs, each fetched before the next starts, so that what
-    an earlier batch measured is kept when a later one kills the guest (default: one batch).
+    an earlier batch measured is kept when a later one kills the guest (default: one batch);
+    ``paths``: where on the target (QEMU: /kit in the initramfs; a board: its work dir, removed at the end).
+    A target that stays up (a board) gets its leftover kit modules unloaded before the transport closes.
     """
     if not modules:
         raise UserError("no modules to load: build them first")
@@ -85,27 +114,28 @@ def collect_bundle(transport: Transport, modules: Sequence[Path], bundle_dir: Pa
     files: list[Path] = copy_modules(bundle_dir, modules)
     phase = _Phases(log)
     try:
-        transport.push(guest_files(modules))
+        transport.push(guest_files(modules, paths))
         phase.run("boot", transport.boot)
         for batch in batches or [modules]:
             timeout = plan_timeout_s or PLAN_BASE_TIMEOUT_S + PLAN_TIMEOUT_PER_MODULE_S * len(batch)
-            command = plan_command(batch, stacks)
+            command = plan_command(batch, stacks, paths)
             result = phase.run("plan", functools.partial(transport.run, command, timeout))
             if result.exit_status != 0:
                 raise InfraError(f"the guest plan failed (exit {result.exit_status}): "
                                  f"{result.output.strip()[:300]}")
-            files += _write_guest_output(phase.run("fetch", lambda: transport.fetch(GUEST_OUT)), bundle_dir,
+            files += _write_guest_output(phase.run("fetch", lambda: transport.fetch(paths.out)), bundle_dir,
                                          modules, log, refuse=True)
     except KitError as err:
         if isinstance(err, CommandTimeout):
             transport.abort()  # the guest shell is busy (or QEMU stopped): no graceful poweroff through it
-        files += _salvage(transport, err, bundle_dir, modules, log)
+        files += _salvage(transport, err, bundle_dir, modules, log, paths)
         _mark_partial(err, bundle_dir)
         raise
     except BaseException:
         transport.abort()  # Ctrl-C or a host-side bug: no graceful shutdown through a busy console
         raise
     finally:
+        _unload_leftovers(transport, modules, log)
         transport.power_off()  # a no-op after abort()
         files.append(copy_console_log(transport.console_log, bundle_dir))
     total = time.monotonic() - start
@@ -130,13 +160,23 @@ class _Phases:
         return value
 
 
+def _unload_leftovers(transport: Transport, modules: Sequence[Path], log: Callable[[str], None]) -> None:
+    """On a target that stays up, unload what the plan left loaded (nothing, when it finished)."""
+    if not transport.stays_up:
+        return
+    try:
+        transport.run(unload_leftovers_command(modules), LEFTOVER_TIMEOUT_S)
+    except KitError as err:
+        log(f"could not check the board for kit modules left loaded: {err}")
+
+
 def _salvage(transport: Transport, err: KitError, bundle_dir: Path, modules: Sequence[Path],
-             log: Callable[[str], None]) -> list[Path]:
+             log: Callable[[str], None], paths: GuestPaths) -> list[Path]:
     """Fetch what the guest wrote so far, unless its shell is gone or busy (crash, timeout)."""
     if isinstance(err, GuestCrashed | TransportLost | CommandTimeout | GuestOutputRefused | UserError):
         return []
     try:
-        files = transport.fetch(GUEST_OUT)
+        files = transport.fetch(paths.out)
     except KitError as again:
         log(f"could not fetch the partial output: {again}")
         return []

@@ -164,6 +164,11 @@ class SshTransport:
         self._log: BinaryIO | None = None
 
     @property
+    def stays_up(self) -> bool:
+        """A board: it keeps running after power_off."""
+        return True
+
+    @property
     def console_log(self) -> Path:
         return self.work_dir / "boot.log"
 

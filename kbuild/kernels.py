@@ -41,7 +41,7 @@ class KernelTree:
     """Everything needed to build modules for a kernel and boot it."""
 
     kdir: Path  # headers (or full build) dir, for `make -C`
-    image: Path  # vmlinuz / zImage
+    image: Path | None  # vmlinuz / zImage; None for a board's own tree (the board boots its own kernel)
     dtb: Path | None  # None for QEMU virt (QEMU generates the device tree)
     release: str  # uname -r, e.g. 6.1.0-50-armmp
     version: str  # upstream, e.g. 6.1.176
@@ -86,9 +86,10 @@ def fetch_debian_kernel(target: Target, cache: Path | None = None, log: Log = no
 
 
 def local_kernel_tree(
-    kdir: Path, image: Path, dtb: Path | None = None, busybox: Path | None = None
+    kdir: Path, image: Path | None, dtb: Path | None = None, busybox: Path | None = None
 ) -> KernelTree:
-    """A user's prepared kernel tree (``make modules_prepare`` done, or an installed headers dir)."""
+    """A user's prepared kernel tree (``make modules_prepare`` done, or an installed headers dir);
+    ``image`` None: modules only (a board boots its own kernel)."""
     kdir = kdir.resolve()
     if not (kdir / "Makefile").is_file():
         raise UserError(f"{kdir} is not a kernel tree (no Makefile): pass the kernel build directory")
@@ -101,7 +102,7 @@ def local_kernel_tree(
             raise UserError(f"{what} {path} does not exist")
     return KernelTree(
         kdir=kdir,
-        image=image.resolve(),
+        image=image.resolve() if image else None,
         dtb=dtb.resolve() if dtb else None,
         release=release,
         version=makefile_version(kdir) or _version_from_release(release),

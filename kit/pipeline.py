@@ -25,6 +25,7 @@ from analysis.verify.check import Check
 from analysis.verify.report import format_table, worst_first
 from kbuild.kernels import KernelTree, fetch_busybox, fetch_debian_kernel, local_kernel_tree
 from kbuild.render import default_specs, render_module, template_environment
+from kit.boards import Board
 from kit.errors import InfraError, KitError, ParseError, UserError
 from kit.request import RunRequest
 from kit.user_modules import UserModule, check_user_modules, check_user_vermagic, stage_user_modules
@@ -66,7 +67,10 @@ def phase(outcome: RunOutcome, name: str, log: Log) -> Iterator[PhaseResult]:
 
 
 def get_kernel(request: RunRequest, log: Log) -> KernelTree:
-    """Debian's kernel of the target, or the user's own prepared tree (with Debian's static busybox)."""
+    """Debian's kernel of the target, or the user's own prepared tree (with Debian's static busybox); a
+    board's own tree is only built against (the board boots its kernel itself)."""
+    if request.board is not None and request.kdir is not None:
+        return local_kernel_tree(request.kdir, None)
     if request.kdir is not None or request.image is not None:
         if request.kdir is None or request.image is None:
             raise UserError("a local kernel needs both --kdir (prepared build tree) and --image (zImage)")
@@ -123,7 +127,7 @@ def new_bundle_dir(request: RunRequest) -> Path:
     """A new ``results/<target>/<run-id>/`` (unique even for runs started at the same instant), and
     ``results/latest`` pointing at it, replaced atomically (a reader never finds it missing)."""
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S-%f")
-    parent = request.results_root / request.target.name
+    parent = request.results_root / request.run_name
     try:
         parent.mkdir(parents=True, exist_ok=True)
         bundle = Path(tempfile.mkdtemp(prefix=f"{stamp}-", dir=parent))
@@ -148,12 +152,9 @@ def write_target_facts(request: RunRequest, tree: KernelTree, cmdline: str, bund
     """
     target = request.target
     lines = [
-        f"name = {toml_string(target.name)}",
+        f"name = {toml_string(request.run_name)}",
         f"arch = {toml_string(target.arch)}",
-        'transport = "qemu"',
-        f"cmdline = {toml_string(cmdline)}",
-        f"mem_mib = {request.memory_mib}",
-        f"ram_base = 0x{QEMU_VIRT_RAM_BASE:08x}",
+        *(_machine_facts(request, cmdline) if request.board is None else _board_facts(request.board)),
         "",
         "[kernel]",
         f"release = {toml_string(tree.release)}",
@@ -166,15 +167,31 @@ def write_target_facts(request: RunRequest, tree: KernelTree, cmdline: str, bund
         local = local_version(tree.release, tree.version)
         lines += [f"series = {toml_string(kernel_series(tree.version))}",
                   f"source = {toml_string(str(tree.kdir))}",
-                  f"image = {toml_string(str(tree.image))}",
+                  *([f"image = {toml_string(str(tree.image))}"] if tree.image is not None else []),
                   *([f"dtb = {toml_string(str(tree.dtb))}"] if tree.dtb is not None else []),
                   f"config = {toml_string(str(tree.config))}",
                   *([f"localversion = {toml_string(local)}"] if local else [])]
     try:
         (bundle / "target.toml").write_text("\n".join(lines) + "\n", encoding="utf-8")
-        shutil.copyfile(tree.config, bundle / "config")
+        config = request.board.facts.config if request.board is not None else None
+        shutil.copyfile(config or tree.config, bundle / "config")
     except OSError as err:
         raise bundle_write_error(bundle, err) from err
+
+
+def _machine_facts(request: RunRequest, cmdline: str) -> list[str]:
+    """The QEMU guest's facts: the kit chose its command line, RAM size and (virt's) RAM base."""
+    return ['transport = "qemu"', f"cmdline = {toml_string(cmdline)}", f"mem_mib = {request.memory_mib}",
+            f"ram_base = 0x{QEMU_VIRT_RAM_BASE:08x}"]
+
+
+def _board_facts(board: Board) -> list[str]:
+    """A board's: how it was reached and what its file says; its command line and RAM are the board's own
+    (cmdline.txt, iomem.txt in the bundle) unless the file gives the RAM."""
+    lines = [f"transport = {toml_string(board.transport)}", f"board = {toml_string(str(board.path))}"]
+    if board.facts.ram_base is not None and board.facts.mem_mib is not None:
+        lines += [f"mem_mib = {board.facts.mem_mib}", f"ram_base = 0x{board.facts.ram_base:08x}"]
+    return lines
 
 
 def bundle_write_error(bundle: Path, err: OSError) -> InfraError:
@@ -225,7 +242,7 @@ def finish(outcome: RunOutcome, verdict: Verdict) -> RunOutcome:
 def error_verdict(request: RunRequest, tree: KernelTree | None, err: KitError,
                   checks: Sequence[Check] = (), bundle: Path | None = None) -> Verdict:
     return Verdict(
-        target=request.target.name,
+        target=request.run_name,
         arch=request.target.arch,
         release=tree.release if tree else None,
         version=tree.version if tree else None,

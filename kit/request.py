@@ -8,6 +8,7 @@ from pathlib import Path
 from analysis.model.units import parse_size
 from kbuild.render import TEMPLATES_DIR
 from kbuild.targets import Target
+from kit.boards import Board
 from kit.errors import UserError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -27,9 +28,21 @@ class RunRequest:
     templates_dir: Path = TEMPLATES_DIR
     boot_timeout_s: float = 60.0
     plan_timeout_s: float = 300.0
+    board: Board | None = None  # a board that is up already (boards/*.toml) instead of the QEMU guest
 
     def __post_init__(self) -> None:
         check_append(self.append, self.target)
+        if self.board is not None:
+            given = [flag for flag, value in (("--mem", self.mem_mib), ("--append", self.append),
+                                              ("--image", self.image), ("--dtb", self.dtb)) if value]
+            if given:
+                raise UserError(f"{', '.join(given)}: QEMU settings, but --board {self.board.name} boots its own "
+                                "kernel with its own RAM and command line; drop them (or run without --board)")
+
+    @property
+    def run_name(self) -> str:
+        """What the results and the verdict are named after: the board, or the QEMU target."""
+        return self.board.name if self.board is not None else self.target.name
 
     @property
     def memory_mib(self) -> int:

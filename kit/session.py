@@ -13,12 +13,15 @@ from pathlib import Path
 
 from analysis.verify.check import Check
 from analysis.verify.verify import verify_bundle
+from deploy.base import Transport
 from deploy.bundle_io import module_name
 from deploy.qemu import QemuTimeouts, QemuTransport
-from deploy.session import collect_bundle, guest_files
+from deploy.session import GuestPaths, collect_bundle, guest_files
+from deploy.ssh import SshTarget, SshTransport
 from kbuild.kernels import KernelTree, process_alive
 from kbuild.make import BuiltModule, build_modules, is_up_to_date, module_names, strip_debug
 from kbuild.toolchain import find_toolchain
+from kit.boards import board_link
 from kit.errors import InfraError, Interrupted, KitError, UserError
 from kit.locks import DirectoryLock
 from kit.pipeline import (
@@ -59,7 +62,7 @@ class RunSession:
         self._built: list[BuiltModule] | None = None
         self._shipped: list[Path] | None = None
         self._user: list[Path] | None = None
-        self._transport: QemuTransport | None = None
+        self._transport: Transport | None = None
         self._work: Path | None = None
         # generated/<target> (rendered sources, Kbuild output, shipped modules) is shared by every run of
         # this checkout: one run at a time renders, builds and strips there.
@@ -113,23 +116,46 @@ class RunSession:
             self._shipped = stripped + self.user_modules()
         return self._shipped
 
-    def transport(self) -> QemuTransport:
+    @property
+    def guest_paths(self) -> GuestPaths:
+        """QEMU: /kit in the kit's initramfs; a board: the board file's work dir (removed at the end)."""
+        board = self.request.board
+        return GuestPaths(board.work_dir) if board is not None else GuestPaths()
+
+    def transport(self) -> Transport:
         if self._transport is None:
-            tree = self.kernel()
-            if tree.busybox is None:
-                raise UserError(f"no static busybox for {tree.release}: give --kdir a tree with one, or use a "
-                                "Debian target (busybox-static is fetched with the kernel)")
-            spec = replace(self.request.target.qemu, mem_mib=self.request.memory_mib)
-            self._transport = QemuTransport(spec, tree.image, tree.busybox, self.work_dir(),
-                                            dtb=tree.dtb or self.request.dtb,
-                                            extra_append=self.request.append,
-                                            timeouts=QemuTimeouts(boot_s=self.request.boot_timeout_s),
-                                            log=self.log)
+            self._transport = self._board_transport() if self.request.board is not None else self._qemu_transport()
         return self._transport
 
+    def _board_transport(self) -> Transport:
+        """Attach to the board (it is up already): over SSH or its serial console."""
+        board = self.request.board
+        assert board is not None
+        link = board_link(board)
+        if isinstance(link, SshTarget):
+            return SshTransport(link, self.work_dir(), remote_work_dir=board.work_dir)
+        from deploy.serial import SerialTransport
+
+        return SerialTransport(link, self.work_dir(), remote_work_dir=board.work_dir)
+
+    def _qemu_transport(self) -> QemuTransport:
+        tree = self.kernel()
+        if tree.image is None:
+            raise UserError(f"no kernel image for {tree.release}: give --image with --kdir")
+        if tree.busybox is None:
+            raise UserError(f"no static busybox for {tree.release}: give --kdir a tree with one, or use a "
+                            "Debian target (busybox-static is fetched with the kernel)")
+        spec = replace(self.request.target.qemu, mem_mib=self.request.memory_mib)
+        return QemuTransport(spec, tree.image, tree.busybox, self.work_dir(),
+                             dtb=tree.dtb or self.request.dtb,
+                             extra_append=self.request.append,
+                             timeouts=QemuTimeouts(boot_s=self.request.boot_timeout_s),
+                             log=self.log)
+
     def deploy(self) -> dict[str, Path]:
-        """QEMU: stage the modules and the guest runner into the initramfs (built at boot)."""
-        files = guest_files(self.shipped_modules())
+        """QEMU: stage the modules and the guest runner into the initramfs (built at boot); a board: they
+        are pushed when the run attaches to it."""
+        files = guest_files(self.shipped_modules(), self.guest_paths)
         with phase(self.outcome, "deploy", self.log):
             self.transport().push(files)
         return files
@@ -138,7 +164,7 @@ class RunSession:
         """Before an early boot: the guest runner, and every module whose last shipped file is still
         current (its directory needs no build), go into the initramfs; the rest follow by console."""
         tree, toolchain = self.kernel(), find_toolchain(self.request.target)
-        current = []
+        current: list[Path] = []
         for module_dir in self.module_dirs():
             if is_up_to_date(tree, toolchain, module_dir):
                 for name in module_names(module_dir):
@@ -199,7 +225,7 @@ class RunSession:
         bundle = new_bundle_dir(self.request)
         self.outcome.bundle_dir = bundle
         write_target_facts(self.request, tree, guest_cmdline(self.request), bundle)
-        if self.needs_build():
+        if self.request.board is None and self.needs_build():
             with phase(self.outcome, "build+boot", self.log):
                 self._boot_while_building()
         with phase(self.outcome, "collect", self.log):
@@ -208,11 +234,11 @@ class RunSession:
             # the user's modules (the ones that may crash the guest) run after the kit's have been fetched
             batches = [b for b in (kit_modules, self.user_modules()) if b]
             collect_bundle(self.transport(), shipped, bundle, self.log, plan_timeout_s=self.request.plan_timeout_s,
-                           stacks=driver_stacks(self._user_checked), batches=batches)
+                           stacks=driver_stacks(self._user_checked), batches=batches, paths=self.guest_paths)
         self._cut_ktap()
         with phase(self.outcome, "verify", self.log):
             result = verify_bundle(bundle)
-        return Verdict(self.request.target.name, self.request.target.arch, tree.release, tree.version,
+        return Verdict(self.request.run_name, self.request.target.arch, tree.release, tree.version,
                        result.checks, extra={"phases": self._phase_json()})
 
     def _error_verdict(self, tree: KernelTree | None, err: KitError) -> Verdict:

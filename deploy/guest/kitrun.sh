@@ -16,11 +16,16 @@ shift 2
 
 mkdir -p "$out/vmallocinfo" "$out/modules" "$out/sections" "$out/insmod"
 
+# Root reads real addresses with kptr_restrict=1; the board's own value is put back when the plan ends
+# (a board is left as found). `read` is the shell's builtin: no fork before the first snapshot.
+kptr=/proc/sys/kernel/kptr_restrict
+read -r kptr_was < "$kptr"
+trap 'echo "$kptr_was" > "$kptr"' EXIT
+echo 1 > "$kptr"
+
 # Globals, before the first module (a later batch of the same run appends to status.txt and keeps them).
-# Root reads real addresses with kptr_restrict=1.
 if [ ! -f "$out/status.txt" ]; then
 	: > "$out/status.txt"
-	echo 1 > /proc/sys/kernel/kptr_restrict
 	cat /proc/meminfo > "$out/meminfo.txt"
 	cat /proc/cmdline > "$out/cmdline.txt"
 	cat /proc/iomem > "$out/iomem.txt"
@@ -37,7 +42,7 @@ dump_sections() {
 # Nothing forks between meminfo.txt and the first snapshot, nor between a snapshot and the insmod or
 # rmmod it brackets (a forked process's stack is a vmalloc area on ARM since VMAP_STACK): the groups are
 # split with IFS, the exit statuses kept in files read with the shell's own `read`.
-rcdir=/tmp/kit-rc
+rcdir="$out-rc"  # beside the output, under the kit's own directory (removed with it on a board)
 mkdir -p "$rcdir"
 
 load() {

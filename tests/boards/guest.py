@@ -263,6 +263,7 @@ class Board:
     console: Path  # the guest's serial console, as received
     process: subprocess.Popen[bytes]
     reader: ConsoleReader
+    preloaded_modules: tuple[str, ...] = ()  # what the board loaded itself (its NIC drivers)
 
     def stop(self) -> None:
         stop_board_process(self.process, self.reader)
@@ -335,7 +336,9 @@ def start_board(spec: QemuSpec, tree: KernelTree, busybox: Path, work: Path, boo
     except BaseException:
         stop_board_process(process, reader)
         raise
-    return Board("127.0.0.1", port, match.group(1).decode(), client_key, other_key, console, process, reader)
+    preloaded = tuple(ko.stem.replace("-", "_") for ko in net_modules(tree))
+    return Board("127.0.0.1", port, match.group(1).decode(), client_key, other_key, console, process, reader,
+                 preloaded)
 
 
 def stop_board_process(process: subprocess.Popen[bytes], reader: ConsoleReader) -> None:

@@ -167,14 +167,14 @@ def test_power_off_removes_kit_files_only(target: SshTarget, tmp_path: Path) -> 
 
 def test_collect_bundle_over_ssh(board: Board, target: SshTarget, tmp_path: Path) -> None:
     """The kit's guest plan on the board: the kernel's own crc7.ko (built for exactly this kernel)."""
-    from deploy.session import GUEST_OUT, collect_bundle
+    from deploy.session import GuestPaths, collect_bundle
     from tests.conftest import debian_kernel
 
     modules_dir = debian_kernel("6.1").modules_dir
     assert modules_dir is not None
     ko = next(modules_dir.rglob("crc7.ko"))
-    ssh = SshTransport(target, tmp_path / "work", owned_paths=(GUEST_OUT,))
-    result = collect_bundle(ssh, [ko], tmp_path / "bundle", log=lambda _line: None)
+    ssh = SshTransport(target, tmp_path / "work")
+    result = collect_bundle(ssh, [ko], tmp_path / "bundle", log=lambda _line: None, paths=GuestPaths("/tmp/kmodkit"))
     names = {p.relative_to(result.bundle_dir).as_posix() for p in result.files}
     for expected in ("boot.log", "meminfo.txt", "cmdline.txt", "status.txt", "vmallocinfo/crc7.before.txt",
                      "vmallocinfo/crc7.after.txt", "modules/crc7.txt"):
@@ -182,4 +182,6 @@ def test_collect_bundle_over_ssh(board: Board, target: SshTarget, tmp_path: Path
     assert (result.bundle_dir / "vmallocinfo/crc7.before.txt").read_text().strip()
     with SshTransport(target, tmp_path / "check") as check:
         check.boot()
-        assert check.run("ls /kit; lsmod | grep -c crc7", 30).output == "0\n"  # cleaned up, unloaded
+        # cleaned up, unloaded, kptr_restrict as found
+        assert check.run("[ -e /tmp/kmodkit ] || echo gone; lsmod | grep -c crc7; cat /proc/sys/kernel/kptr_restrict",
+                         30).output == "gone\n0\n0\n"

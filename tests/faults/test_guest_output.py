@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from deploy.errors import GuestOutputRefused
-from deploy.session import GUEST_OUT, collect_bundle
+from deploy.session import GuestPaths, collect_bundle
 from tests.deploy.conftest import DATA, build_module, kernel
 
 pytestmark = [pytest.mark.e2e, pytest.mark.faults]
@@ -28,8 +28,8 @@ def test_host_file_names_from_the_guest_are_refused_and_the_rest_kept(tmp_path: 
     fake = tmp_path / "fake"
     fake.write_text('arch = "x86_64"\n')
     transport = kern.transport(tmp_path / "work")
-    transport.push({f"{GUEST_OUT}/target.toml": fake, f"{GUEST_OUT}/ko": fake, f"{GUEST_OUT}/boot.log": fake,
-                    f"{GUEST_OUT}/{LONG}": fake})
+    out = GuestPaths().out
+    transport.push({f"{out}/target.toml": fake, f"{out}/ko": fake, f"{out}/boot.log": fake, f"{out}/{LONG}": fake})
 
     with pytest.raises(GuestOutputRefused) as raised:
         collect_bundle(transport, [ko], bundle, lambda _line: None)

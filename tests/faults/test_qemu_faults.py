@@ -15,7 +15,7 @@ import pytest
 
 from deploy.bundle_io import guest_output_names
 from deploy.errors import CommandTimeout, DeployError, FramingError, TransportLost
-from deploy.session import GUEST_OUT, guest_files, plan_command
+from deploy.session import GuestPaths, guest_files, plan_command
 from tests.deploy.conftest import kernel
 from tests.faults.conftest import (
     FaultRow,
@@ -117,7 +117,7 @@ def test_console_flood_during_the_fetch_gives_exact_files_or_a_clean_error(
         transport.boot()
         plan = transport.run(plan_command([ko]), 120)
         assert plan.exit_status == 0, plan.output
-        listing = transport.run(f"cd {GUEST_OUT} && find . -type f | sort | xargs sha256sum", 60)
+        listing = transport.run(f"cd {GuestPaths().out} && find . -type f | sort | xargs sha256sum", 60)
         assert listing.exit_status == 0, listing.output
         on_guest = {name.removeprefix("./"): digest for digest, name in
                     (line.split(None, 1) for line in listing.output.splitlines() if line.strip())}
@@ -125,7 +125,7 @@ def test_console_flood_during_the_fetch_gives_exact_files_or_a_clean_error(
         assert transport.run(FLOOD, 30).exit_status == 0
         started = time.monotonic()
         try:
-            files = transport.fetch(GUEST_OUT)
+            files = transport.fetch(GuestPaths().out)
         except DeployError as err:
             error = err
         elapsed = time.monotonic() - started

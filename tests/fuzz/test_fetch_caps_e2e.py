@@ -10,7 +10,7 @@ import pytest
 
 from deploy.errors import GuestOutputRefused
 from deploy.framing import MAX_MEMBER_BYTES, FetchRefused
-from deploy.session import GUEST_OUT, collect_bundle
+from deploy.session import GuestPaths, collect_bundle
 from tests.deploy.conftest import DATA, build_module, kernel
 
 pytestmark = [pytest.mark.e2e, pytest.mark.faults]
@@ -23,7 +23,7 @@ def test_a_file_over_the_cap_is_refused_once_and_the_rest_of_the_bundle_kept(tmp
     with big.open("wb") as out:  # zeros: 17 MiB on the guest, ~80 KB through gzip -1 and the console
         out.truncate(MAX_MEMBER_BYTES + (1 << 20))
     transport = kern.transport(tmp_path / "work")
-    transport.push({f"{GUEST_OUT}/big.bin": big})
+    transport.push({f"{GuestPaths().out}/big.bin": big})
     bundle = tmp_path / "bundle"
     lines: list[str] = []
 

@@ -1,0 +1,103 @@
+"""`invoke run --board` end to end (issue 8 items 1, 4, 6): the kit's default five families on a QEMU
+guest acting as a board that is up already, reached over SSH, from a board file made the way README's
+"Run on your board" says (boards/example-ssh.toml copied, its [ssh] values edited). The verdict must
+be the QEMU transport's on the same kernel and RAM, check for check; the board is left as found."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from deploy.ssh import SshTarget, SshTransport
+from tests.boards.guest import Board
+
+pytestmark = [pytest.mark.board]
+
+REPO = Path(__file__).resolve().parents[2]
+# The check ids that name no guest state: facts about how the bundle was collected (the QEMU run's
+# target.toml has its command line and RAM; a board's come from the board's own files).
+TRANSPORT_FACTS = re.compile(r"^facts\.")
+
+
+def edited_example(example: str, values: dict[str, str], out: Path) -> Path:
+    """boards/<example>.toml with the given keys' values replaced, as a user edits a copy of it."""
+    text = (REPO / "boards" / f"{example}.toml").read_text()
+    for key, value in values.items():
+        text, count = re.subn(rf"(?m)^{key} = .*?(\s+#.*)?$", lambda m, k=key, v=value: f"{k} = {v}", text)
+        assert count == 1, f"{key} not in boards/{example}.toml"
+    out.write_text(text)
+    return out
+
+
+def ssh_board_file(board: Board, known_hosts: Path, out: Path) -> Path:
+    return edited_example("example-ssh", {"host": '"127.0.0.1"', "port": str(board.port),
+                                          "identity_file": f'"{board.client_key}"',
+                                          "known_hosts": f'"{known_hosts}"'}, out)
+
+
+def invoke(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=900)
+
+
+def verdict(results: Path) -> dict[str, object]:
+    doc: dict[str, object] = json.loads((results / "latest" / "verdict.json").read_text())
+    return doc
+
+
+def checks_by_id(doc: dict[str, object]) -> dict[str, str]:
+    checks = doc["checks"]
+    assert isinstance(checks, list)
+    return {c["id"]: c["status"] for c in checks if not TRANSPORT_FACTS.match(c["id"])}
+
+
+def board_state(target: SshTarget, tmp_path: Path) -> str:
+    """What a run must leave as it found: the kit's work dir, kit modules loaded, kptr_restrict."""
+    with SshTransport(target, tmp_path / "state") as ssh:
+        ssh.boot()
+        return ssh.run("ls -d /tmp/kmodkit 2>&1; grep -c '^kit_' /proc/modules; "
+                       "cat /proc/sys/kernel/kptr_restrict", 30).output
+
+
+def test_run_on_ssh_board_matches_the_qemu_run(board: Board, known_hosts: Path, target: SshTarget,
+                                               tmp_path: Path) -> None:
+    board_file = ssh_board_file(board, known_hosts, tmp_path / "myboard.toml")
+    before = board_state(target, tmp_path)
+    assert "No such file" in before, before
+
+    on_board = invoke("run", "--board", str(board_file), "--results", str(tmp_path / "board-results"))
+    assert on_board.returncode == 0, on_board.stdout[-3000:] + on_board.stderr[-3000:]
+    board_doc = verdict(tmp_path / "board-results")
+    assert board_doc["status"] == "pass"
+    assert board_doc["target"] == "myboard"
+    assert board_state(target, tmp_path) == before  # nothing left: files, modules, kptr_restrict
+
+    in_qemu = invoke("run", "--target", "arm-6.1", "--results", str(tmp_path / "qemu-results"))
+    assert in_qemu.returncode == 0, in_qemu.stdout[-3000:] + in_qemu.stderr[-3000:]
+    qemu_checks, board_checks = checks_by_id(verdict(tmp_path / "qemu-results")), checks_by_id(board_doc)
+    assert len(board_checks) > 400
+    # the same checks with the same statuses; the board's extra ones are about the modules it had loaded
+    # itself (its NIC drivers), checked the same way as the kit's
+    assert {k: board_checks.get(k) for k in qemu_checks} == qemu_checks
+    extra = set(board_checks) - set(qemu_checks)
+    assert {part for k in extra for part in k.split(".")} & set(board.preloaded_modules), sorted(extra)
+    assert all(any(f".{m}." in k for m in board.preloaded_modules) for k in extra), sorted(extra)
+    assert all(board_checks[k] == "pass" for k in extra), sorted(extra)
+
+    bundle = (tmp_path / "board-results" / "latest").resolve()
+    facts = (bundle / "target.toml").read_text()
+    assert 'transport = "ssh"' in facts and "mem_mib" not in facts  # the RAM is the board's (iomem.txt)
+    for module in ("kit_vmalloc", "kit_vmalloc_exec", "kit_ioremap", "kit_kmap", "kit_alloc"):
+        assert (bundle / "ktap" / f"{module}.ktap").read_text().startswith("KTAP version 1")
+
+
+def test_boards_lists_the_example_files() -> None:
+    listed = invoke("boards")
+    assert listed.returncode == 0, listed.stderr
+    assert "example-ssh" in listed.stdout and "ssh root@192.168.1.50:22" in listed.stdout
+    assert "example-serial" in listed.stdout and "serial /dev/ttyUSB0 at 115200 baud" in listed.stdout
