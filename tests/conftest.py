@@ -57,6 +57,27 @@ def target_toolchain(series: str) -> Toolchain:
         pytest.fail(f"no toolchain for arm-{series}: {error}", pytrace=False)
 
 
+STACK_SOURCES = Path(__file__).parent / "e2e" / "data" / "stack"
+
+
+def build_own_stack(out: Path, series: str = "6.1") -> dict[str, Path]:
+    """The two-module driver stack of tests/e2e/data/stack (stack_base exports a symbol stack_user uses),
+    built with Kbuild for Debian's ``series`` kernel in ``out``: module name -> .ko."""
+    from kbuild.make import build_module_dir
+
+    shutil.copytree(STACK_SOURCES, out)
+    built = build_module_dir(debian_kernel(series), target_toolchain(series), out)
+    return {module.name: module.ko for module in built}
+
+
+def debian_lib_module(name: str, series: str = "6.1") -> Path:
+    """One of the kernel package's own lib/ modules (test_static_keys, test_static_key_base...)."""
+    modules_dir = debian_kernel(series).modules_dir
+    assert modules_dir is not None
+    (found,) = (modules_dir / "kernel" / "lib").glob(f"{name}.ko*")
+    return found
+
+
 def qemu_binary(series: str) -> str:
     """The target's QEMU binary on PATH, or a failure (CI installs it with `invoke setup`)."""
     binary = debian_target(series).qemu.binary

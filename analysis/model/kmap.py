@@ -9,12 +9,20 @@ kmap_local_idx_push and kmap_local_calc_idx; address __fix_to_virt(i) = FIXADDR_
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 
 from analysis.model.layout_arm import LAST_PKMAP, PAGE_SIZE, ArmLayout, effective_version
 from analysis.model.units import Version, format_version
 from analysis.model.versions import ARM_FIXMAP, ARM_KMAP_SLOTS
 from kit.errors import UserError
+
+
+def pkmap_slot(address: int, pkmap_base: int) -> int:
+    """The slot nr of PKMAP_ADDR(nr) (asm/highmem.h); a UserError for an address outside the window."""
+    offset = address - pkmap_base
+    if offset % PAGE_SIZE or not 0 <= offset < LAST_PKMAP * PAGE_SIZE:
+        raise UserError(f"0x{address:08x} is not a pkmap address above PKMAP_BASE 0x{pkmap_base:08x}")
+    return offset // PAGE_SIZE
 
 
 class PkmapModel:
@@ -42,10 +50,7 @@ class PkmapModel:
 
     @classmethod
     def from_first_address(cls, address: int, *, pkmap_base: int = 0xBFE00000) -> PkmapModel:
-        offset = address - pkmap_base
-        if offset % PAGE_SIZE or not 0 <= offset < LAST_PKMAP * PAGE_SIZE:
-            raise UserError(f"0x{address:08x} is not a pkmap address above PKMAP_BASE 0x{pkmap_base:08x}")
-        return cls(offset // PAGE_SIZE, pkmap_base=pkmap_base)
+        return cls(pkmap_slot(address, pkmap_base), pkmap_base=pkmap_base)
 
     def address(self, slot: int) -> int:
         """PKMAP_ADDR(nr) = PKMAP_BASE + nr * PAGE_SIZE (asm/highmem.h)."""
@@ -89,9 +94,22 @@ class PkmapModel:
         self.count[slot] -= 1
 
 
-def predict_kmap_sequence(first_address: int, pages: int, *, pkmap_base: int = 0xBFE00000) -> list[int]:
-    """Addresses of kmap() on `pages` distinct highmem pages, all held, the first at `first_address`."""
+def predict_kmap_sequence(first_address: int, pages: int, *, pkmap_base: int = 0xBFE00000,
+                          prior: Sequence[int | None] = ()) -> list[int]:
+    """Addresses of kmap() on `pages` distinct highmem pages, all held; the first page that had no pkmap
+    address (``prior[i]`` falsy) got the new slot at `first_address`.
+
+    ``prior[i]``: page i's pkmap address before the kmap() (page_address(), 0 when none). A page freed
+    while its mapping was not yet flushed, then allocated again, still has one (kunmap_high leaves the
+    slot at count 1 until flush_all_zero_pkmaps): kmap_high returns it and takes no new slot (mm/highmem.c
+    kmap_high, 5.10/6.1/6.12). Fresh guests never show it; boards that ran the kit before do.
+    """
     model = PkmapModel.from_first_address(first_address, pkmap_base=pkmap_base)
+    for index, address in enumerate(prior):
+        if address:
+            slot = pkmap_slot(address, pkmap_base)
+            model.count[slot] = max(model.count[slot], 1)
+            model.page_slot[("page", index)] = slot
     return [model.kmap(("page", index)) for index in range(pages)]
 
 

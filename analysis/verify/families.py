@@ -131,12 +131,20 @@ def kmap_checks(run: ModuleRun, doc: KtapDocument, ctx: Context, layout: ArmLayo
     name = run.name
     count = doc.diag_int("kmap_highmem.count") or 0
     addrs = [doc.diag_int(f"kmap_highmem.{i}.addr") for i in range(count)]
-    if _ran(doc, "kmap_highmem") and addrs and addrs[0] is not None and layout.PKMAP_BASE is not None:
-        # mm/highmem.c map_new_virtual: slots are taken in order after the last one used.
-        predicted = predict_kmap_sequence(addrs[0], count, pkmap_base=layout.PKMAP_BASE)
-        for i in range(1, count):
-            checks.append(compare_address(f"{name}.kmap_highmem.{i}.addr", family, predicted[i], addrs[i],
-                                  "next free pkmap slot (map_new_virtual), relative to the first"))
+    # page_address() before each kmap (bundles from before it was reported: none had a mapping)
+    prior = [doc.diag_int(f"kmap_highmem.{i}.prior") for i in range(count)]
+    anchor = next((i for i in range(count) if not prior[i]), None)  # the first page that took a new slot
+    if _ran(doc, "kmap_highmem") and addrs and layout.PKMAP_BASE is not None:
+        first_new = addrs[anchor] if anchor is not None else None
+        # mm/highmem.c map_new_virtual: slots are taken in order after the last one used; kmap_high
+        # returns a page's earlier, unflushed mapping instead
+        predicted = predict_kmap_sequence(first_new, count, pkmap_base=layout.PKMAP_BASE, prior=prior) \
+            if first_new is not None else [p or 0 for p in prior]
+        for i in range(count):
+            if i != anchor:
+                rule = ("the page's earlier pkmap address, not flushed (kmap_high: page_address)" if prior[i]
+                        else "next free pkmap slot (map_new_virtual), relative to the first")
+                checks.append(compare_address(f"{name}.kmap_highmem.{i}.addr", family, predicted[i], addrs[i], rule))
         window = (layout.PKMAP_BASE, layout.PKMAP_BASE + layout.LAST_PKMAP * PAGE_SIZE)
         checks.append(compare(f"{name}.kmap_highmem.in_pkmap", family, True,
                               all(a is not None and window[0] <= a < window[1] for a in addrs),

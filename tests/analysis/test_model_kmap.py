@@ -115,3 +115,14 @@ def test_kmap_of_lowmem_is_the_linear_address() -> None:
     assert kmap_lowmem(linear) == linear
     with pytest.raises(UserError):
         lowmem_page_address(0x70000, layout)    # 0x70000000 = arm_lowmem_limit: highmem
+
+
+def test_a_page_with_an_unflushed_mapping_gets_it_back_and_takes_no_slot() -> None:
+    """Seen on a board that ran the kit twice: page 4 had been kmapped (slot 7) by the first run, freed
+    with its mapping unflushed, and allocated again; kmap_high returned slot 7, the next page slot 13."""
+    base = 0xBFE00000
+    prior = [0, 0, 0, 0, base + 7 * 4096, 0, 0, 0]
+    got = predict_kmap_sequence(base + 9 * 4096, 8, pkmap_base=base, prior=prior)
+    assert [(a - base) // 4096 for a in got] == [9, 10, 11, 12, 7, 13, 14, 15]
+    # without the prior mapping, page 4 would have taken slot 13
+    assert (predict_kmap_sequence(base + 9 * 4096, 8, pkmap_base=base)[4] - base) // 4096 == 13

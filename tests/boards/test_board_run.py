@@ -101,3 +101,43 @@ def test_boards_lists_the_example_files() -> None:
     assert listed.returncode == 0, listed.stderr
     assert "example-ssh" in listed.stdout and "ssh root@192.168.1.50:22" in listed.stdout
     assert "example-serial" in listed.stdout and "serial /dev/ttyUSB0 at 115200 baud" in listed.stdout
+
+
+def test_driver_stacks_on_the_ssh_board(board: Board, known_hosts: Path, target: SshTarget,
+                                        tmp_path: Path) -> None:
+    """Item 5 on a board: two stacks given top first (the kit's own base+user and Debian's static-key
+    pair), loaded base first and checked; then a module whose base the board has loaded itself: it loads
+    against the board's, and the board's base stays loaded (the board is left as found)."""
+    from tests.conftest import build_own_stack, debian_lib_module
+
+    board_file = ssh_board_file(board, known_hosts, tmp_path / "stackboard.toml")
+    own = build_own_stack(tmp_path / "stack")
+    modules = [own["stack_user"], debian_lib_module("test_static_keys"), own["stack_base"],
+               debian_lib_module("test_static_key_base")]
+    args = [a for ko in modules for a in ("--module", str(ko))]
+    stacks = invoke("run", "--board", str(board_file), "--results", str(tmp_path / "r1"), *args)
+    assert stacks.returncode == 0, stacks.stdout[-3000:] + stacks.stderr[-3000:]
+    status = ((tmp_path / "r1" / "latest" / "status.txt").read_text().splitlines())
+    assert status[-4:] == ["stack_base insmod=0 rmmod=0", "stack_user insmod=0 rmmod=0",
+                           "test_static_key_base insmod=0 rmmod=0", "test_static_keys insmod=0 rmmod=0"]
+    checks = checks_by_id(verdict(tmp_path / "r1"))
+    for module in ("stack_base", "stack_user", "test_static_key_base", "test_static_keys"):
+        assert checks[f"{module}.proc_modules.size"] == "pass"
+        assert checks[f"{module}.no_leak"] == "pass"
+
+    with SshTransport(target, tmp_path / "own") as ssh:  # the board's own base module, loaded by "the lab"
+        ssh.boot()
+        ssh.push({"/root/test_static_key_base.ko": debian_lib_module("test_static_key_base")})
+        assert ssh.run("insmod /root/test_static_key_base.ko && rm /root/test_static_key_base.ko", 30).ok
+    try:
+        alone = invoke("run", "--board", str(board_file), "--results", str(tmp_path / "r2"),
+                       "--module", str(debian_lib_module("test_static_keys")))
+        assert alone.returncode == 0, alone.stdout[-3000:] + alone.stderr[-3000:]
+        assert checks_by_id(verdict(tmp_path / "r2"))["test_static_keys.insmod"] == "pass"
+        with SshTransport(target, tmp_path / "after") as ssh:
+            ssh.boot()
+            assert ssh.run("grep -c '^test_static_key' /proc/modules", 30).output == "1\n"  # the board's base only
+    finally:
+        with SshTransport(target, tmp_path / "undo") as ssh:
+            ssh.boot()
+            ssh.run("rmmod test_static_key_base", 30)

@@ -4,21 +4,18 @@ self-test pair test_static_key_base.ko + test_static_keys.ko from the kernel pac
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 
-from kbuild.make import build_module_dir
 from kbuild.targets import load_target
 from kit.pipeline import RunOutcome
 from kit.request import RunRequest
 from kit.session import RunSession
-from tests.conftest import debian_kernel, target_toolchain
+from tests.conftest import build_own_stack, debian_lib_module
 
 pytestmark = pytest.mark.e2e
 
-DATA = Path(__file__).parent / "data"
 
 
 @pytest.fixture(scope="module")
@@ -30,10 +27,7 @@ def roots(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 @pytest.fixture(scope="module")
 def own_stack(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    out = tmp_path_factory.mktemp("stack-build") / "stack"
-    shutil.copytree(DATA / "stack", out)
-    built = build_module_dir(debian_kernel("6.1"), target_toolchain("6.1"), out)
-    return {module.name: module.ko for module in built}
+    return build_own_stack(tmp_path_factory.mktemp("stack-build") / "stack")
 
 
 def _run(roots: tuple[Path, Path], modules: list[Path]) -> RunOutcome:
@@ -53,11 +47,6 @@ def _status_lines(outcome: RunOutcome) -> list[str]:
     return (outcome.bundle_dir / "status.txt").read_text().splitlines()
 
 
-def _debian_module(name: str) -> Path:
-    (found,) = (debian_kernel("6.1").modules_dir / "kernel" / "lib").glob(f"{name}.ko*")
-    return found
-
-
 def test_a_stack_given_top_first_loads_base_first_and_checks_both(roots: tuple[Path, Path],
                                                                   own_stack: dict[str, Path]) -> None:
     outcome = _run(roots, [own_stack["stack_user"], own_stack["stack_base"]])
@@ -75,7 +64,7 @@ def test_a_stack_given_top_first_loads_base_first_and_checks_both(roots: tuple[P
 
 
 def test_debians_static_key_pair_in_any_order(roots: tuple[Path, Path]) -> None:
-    outcome = _run(roots, [_debian_module("test_static_keys"), _debian_module("test_static_key_base")])
+    outcome = _run(roots, [debian_lib_module("test_static_keys"), debian_lib_module("test_static_key_base")])
     checks = _checks(outcome)
     assert [c for c, (status, _) in checks.items() if status in ("fail", "error")] == []
     assert _status_lines(outcome)[-2:] == ["test_static_key_base insmod=0 rmmod=0",
@@ -84,7 +73,7 @@ def test_debians_static_key_pair_in_any_order(roots: tuple[Path, Path]) -> None:
 
 
 def test_a_module_without_its_base_is_one_clean_did_not_load(roots: tuple[Path, Path]) -> None:
-    outcome = _run(roots, [_debian_module("test_static_keys")])
+    outcome = _run(roots, [debian_lib_module("test_static_keys")])
     checks = _checks(outcome)
     bad = {c: v for c, v in checks.items() if v[0] in ("fail", "error")}
     assert list(bad) == ["test_static_keys.insmod"]

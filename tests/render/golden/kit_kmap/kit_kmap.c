@@ -154,7 +154,8 @@ static bool __init kit_no_highmem(const char **reason)
 	return true;
 }
 
-/* A highmem page that was never kmapped, or NULL (with *reason set). */
+/* A highmem page, or NULL (with *reason set). On a board that ran long, it may still have a pkmap
+ * address from an earlier kmap (mm/highmem.c: kunmap_high leaves it until flush_all_zero_pkmaps). */
 static struct page *__init kit_fresh_highmem_page(const char **reason)
 {
 	struct page *page = alloc_page(GFP_HIGHUSER);
@@ -185,6 +186,8 @@ static enum kit_status __init kit_case_kmap_highmem(const char *c, const char **
 	}
 	kit_diag_ulong(c, "count", KIT_HIGHMEM_COUNT);
 	for (i = 0; i < KIT_HIGHMEM_COUNT; i++) {
+		/* A page freed with its pkmap mapping unflushed keeps it: kmap_high returns it (page_address). */
+		kit_diag_idx_addr(c, i, "prior", page_address(kit_high[i]));
 		addr[i] = kmap(kit_high[i]);
 		kit_high_mapped = i + 1;
 		kit_diag_idx_addr(c, i, "addr", addr[i]);
