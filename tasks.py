@@ -231,12 +231,13 @@ def run(c: Any, target: str | None = None, mem: str | None = None, append: str |
         print(family_summary(verdict.checks), end="")
         print(summary_line(verdict.checks) + "  (every check: report.txt in the bundle)")
         if verdict.run_error:
-            print(f"run error: {verdict.run_error}", file=sys.stderr)
+            # bad input found only during the run (exit 2) reads like any bad input: "error: ..."
+            print(f"{'error' if outcome.exit_code == 2 else 'run error'}: {verdict.run_error}", file=sys.stderr)
             if verdict.log_excerpt:
                 print(verdict.log_excerpt, file=sys.stderr)
         print(f"bundle: {outcome.bundle_dir}  status: {verdict.status}")
-        if verdict.status != "pass":
-            raise Exit(code=1 if verdict.status == "fail" else 3)
+        if outcome.exit_code:
+            raise Exit(code=outcome.exit_code)
 
 
 @task(help={

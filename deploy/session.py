@@ -31,7 +31,8 @@ QEMU_GUEST_ROOT = "/kit"  # the kit's own initramfs; a board gets its work dir (
 T = TypeVar("T")
 PLAN_BASE_TIMEOUT_S = 60.0
 PLAN_TIMEOUT_PER_MODULE_S = 60.0
-LEFTOVER_TIMEOUT_S = 30.0  # rmmod of what a cut-short plan left loaded
+INIT_WAIT_S = 20  # how long the clean-up waits for a module still in its init before unloading it
+LEFTOVER_TIMEOUT_S = 30.0 + INIT_WAIT_S  # the clean-up command as a whole
 
 
 @dataclass(frozen=True)
@@ -87,11 +88,21 @@ def plan_command(modules: Sequence[Path], stacks: Sequence[Sequence[str]] = (),
     return f"sh {paths.plan} {paths.out} {paths.modules} {' '.join(groups)}"
 
 
-def unload_leftovers_command(modules: Sequence[Path]) -> str:
-    """Board shell code unloading every one of ``modules`` still loaded (a plan cut short by a timeout,
-    a lost link or Ctrl-C), the last loaded first: a board is left as found."""
+STILL_LOADED = "KIT-STILL-LOADED"
+
+
+def unload_leftovers_command(modules: Sequence[Path], paths: GuestPaths) -> str:
+    """Board shell code that undoes a plan cut short (a timeout, Ctrl-C): stop the plan, wait a while for
+    a module still in its init (``Loading`` in /proc/modules), unload every one of ``modules`` still
+    loaded, the last loaded first, and print ``KIT-STILL-LOADED M`` for any that stays.
+    ``[k]itrun``: the pattern does not match this command's own command line."""
     names = " ".join(module_name(ko).replace("-", "_") for ko in reversed(modules))
-    return f"for m in {names}; do grep -q \"^$m \" /proc/modules && rmmod \"$m\"; done; true"
+    plan = paths.plan.replace("kitrun", "[k]itrun")
+    loading = f"grep -q \"^$m .* Loading\" /proc/modules && [ $i -lt {INIT_WAIT_S} ]"
+    return (f"pkill -f 'sh {plan}'; for m in {names}; do i=0; "
+            f"while {loading}; do sleep 1; i=$((i+1)); done; "
+            f"grep -q \"^$m \" /proc/modules && rmmod \"$m\"; grep -q \"^$m \" /proc/modules && "
+            f"echo \"{STILL_LOADED} $m\"; done; true")
 
 
 def collect_bundle(transport: Transport, modules: Sequence[Path], bundle_dir: Path,
@@ -126,17 +137,21 @@ def collect_bundle(transport: Transport, modules: Sequence[Path], bundle_dir: Pa
             files += _write_guest_output(phase.run("fetch", lambda: transport.fetch(paths.out)), bundle_dir,
                                          modules, log, refuse=True)
     except KitError as err:
-        if isinstance(err, CommandTimeout):
+        if isinstance(err, CommandTimeout) and not transport.stays_up:
             transport.abort()  # the guest shell is busy (or QEMU stopped): no graceful poweroff through it
         files += _salvage(transport, err, bundle_dir, modules, log, paths)
         _mark_partial(err, bundle_dir)
+        _unload_leftovers(transport, modules, log, paths, err)
         raise
     except BaseException:
-        transport.abort()  # Ctrl-C or a host-side bug: no graceful shutdown through a busy console
+        if not transport.stays_up:
+            transport.abort()  # Ctrl-C or a host-side bug: no graceful shutdown through a busy console
+        _unload_leftovers(transport, modules, log, paths)  # a board: undo the plan (bounded), then go
         raise
+    else:
+        _unload_leftovers(transport, modules, log, paths)
     finally:
-        _unload_leftovers(transport, modules, log)
-        transport.power_off()  # a no-op after abort()
+        transport.power_off()  # a no-op after abort(); a board: removes what the kit put there
         files.append(copy_console_log(transport.console_log, bundle_dir))
     total = time.monotonic() - start
     log(f"bundle {bundle_dir}: {len(files)} files in {total:.1f} s")
@@ -160,14 +175,25 @@ class _Phases:
         return value
 
 
-def _unload_leftovers(transport: Transport, modules: Sequence[Path], log: Callable[[str], None]) -> None:
-    """On a target that stays up, unload what the plan left loaded (nothing, when it finished)."""
+def _unload_leftovers(transport: Transport, modules: Sequence[Path], log: Callable[[str], None],
+                      paths: GuestPaths, error: KitError | None = None) -> None:
+    """On a target that stays up, unload what the plan left loaded (nothing, when it finished). What
+    cannot be unloaded (a module stuck in its init) is logged and noted on the run's ``error``."""
     if not transport.stays_up:
         return
     try:
-        transport.run(unload_leftovers_command(modules), LEFTOVER_TIMEOUT_S)
+        result = transport.run(unload_leftovers_command(modules, paths), LEFTOVER_TIMEOUT_S)
     except KitError as err:
-        log(f"could not check the board for kit modules left loaded: {err}")
+        stuck = f"could not check the board for kit modules left loaded: {err}"
+    else:
+        names = [line.split()[1] for line in result.output.splitlines() if line.startswith(STILL_LOADED + " ")]
+        if not names:
+            return
+        stuck = (f"kit module(s) still loaded on the board, stuck in their init or in use: {', '.join(names)}; "
+                 "reboot the board to remove them")
+    log(stuck)
+    if error is not None:
+        error.add_note(stuck)
 
 
 def _salvage(transport: Transport, err: KitError, bundle_dir: Path, modules: Sequence[Path],

@@ -48,6 +48,16 @@ class RunOutcome:
     bundle_dir: Path | None = None
     verdict: Verdict | None = None
     phases: list[PhaseResult] = field(default_factory=list)
+    error: KitError | None = None  # what stopped the run (its class gives the exit code), None if it ran
+
+    @property
+    def exit_code(self) -> int:
+        """0 every check passed, 1 a check failed, 2 bad input found during the run (a board's host key,
+        a refused login), 3 the kit could not tell (or the class of a foreign run error)."""
+        if self.error is not None:
+            return self.error.exit_code
+        assert self.verdict is not None
+        return {"pass": 0, "fail": 1}.get(self.verdict.status, 3)
 
 
 @contextmanager

@@ -209,6 +209,7 @@ class RunSession:
         try:
             verdict = self._collect_and_verify(tree)
         except KitError as err:
+            self.outcome.error = err
             verdict = self._error_verdict(tree, err)
         except KeyboardInterrupt:
             kept = f"the partial bundle is in {self.outcome.bundle_dir}" if self.outcome.bundle_dir else "no bundle yet"
@@ -216,7 +217,8 @@ class RunSession:
             finish(self.outcome, self._error_verdict(tree, interrupted))
             raise interrupted from None
         except Exception as err:  # a bug of the kit's: reported like any run error, with its traceback kept
-            verdict = self._error_verdict(tree, self._internal_error(err))
+            self.outcome.error = self._internal_error(err)
+            verdict = self._error_verdict(tree, self.outcome.error)
         finally:
             self._remove_work_dir()
         return finish(self.outcome, verdict)

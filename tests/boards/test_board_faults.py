@@ -1,0 +1,91 @@
+"""Board faults over SSH (issue 8 item 7), each through `invoke run --board` on the QEMU board guest:
+the exit class, one line saying what to do, the partial bundle kept, the board left as found, and an
+end within a stated bound."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from deploy.ssh import SshTarget
+from kbuild.make import build_module_dir
+from tests.boards.guest import Board, free_port
+from tests.boards.test_board_run import board_state, edited_example, invoke, ssh_board_file
+from tests.conftest import debian_kernel, target_toolchain
+
+pytestmark = [pytest.mark.board, pytest.mark.faults]
+
+DATA = Path(__file__).parent / "data"
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("error: ")]
+
+
+def test_module_stuck_in_init_times_out_and_the_board_is_cleaned(board: Board, known_hosts: Path,
+                                                                  target: SshTarget, tmp_path: Path) -> None:
+    """plan_s 12: the kit's five modules finish, slow_init's init sleeps 25 s. The plan's deadline passes
+    (exit 3); the clean-up waits for the init to return, unloads it and removes the kit's files."""
+    shutil.copytree(DATA / "slow_init", tmp_path / "slow_init")
+    (slow,) = build_module_dir(debian_kernel("6.1"), target_toolchain("6.1"), tmp_path / "slow_init")
+    board_file = ssh_board_file(board, known_hosts, tmp_path / "slowboard.toml")
+    board_file.write_text(board_file.read_text().replace("plan_s = 300", "plan_s = 12"))
+    before = board_state(target, tmp_path)
+    start = time.monotonic()
+    run = invoke("run", "--board", str(board_file), "--results", str(tmp_path / "r"), "--module", str(slow.ko))
+    elapsed = time.monotonic() - start
+    assert run.returncode == 3, run.stdout[-2000:] + run.stderr[-2000:]
+    assert "did not finish within 12 s" in run.stderr
+    assert elapsed < 120, elapsed  # 12 s of plan + at most INIT_WAIT_S for the init, not a hung harness
+    bundle = (tmp_path / "r" / "latest").resolve()
+    assert (bundle / "verdict.json").is_file() and (bundle / "boot.log").is_file()
+    assert (bundle / "ktap" / "kit_vmalloc.ktap").is_file()  # the kit's batch, fetched before slow_init ran
+    assert board_state(target, tmp_path) == before  # slow_init unloaded once its init returned; no files
+
+
+def test_changed_host_key_is_refused_with_one_line(board: Board, target: SshTarget, tmp_path: Path) -> None:
+    other = tmp_path / "known_hosts"
+    other.write_text(f"[{board.host}]:{board.port} ssh-ed25519 "
+                     "AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\n")
+    board_file = ssh_board_file(board, other, tmp_path / "b.toml")
+    run = invoke("run", "--board", str(board_file), "--results", str(tmp_path / "r"))
+    assert run.returncode == 2, run.stderr
+    (line,) = error_lines(run.stderr)
+    assert "host key of 127.0.0.1" in line and "CHANGED" in line and "ssh-keygen -R" in line
+
+
+def test_unknown_host_key_needs_accept_new_which_records_it(board: Board, tmp_path: Path) -> None:
+    known = tmp_path / "known_hosts"
+    board_file = ssh_board_file(board, known, tmp_path / "b.toml")
+    refused = invoke("run", "--board", str(board_file), "--results", str(tmp_path / "r1"))
+    assert refused.returncode == 2, refused.stderr
+    (line,) = error_lines(refused.stderr)
+    assert "is unknown" in line and "accept_new" in line
+    board_file.write_text(board_file.read_text().replace("accept_new = false", "accept_new = true"))
+    accepted = invoke("run", "--board", str(board_file), "--results", str(tmp_path / "r2"))
+    assert accepted.returncode == 0, accepted.stderr[-2000:]
+    assert known.read_text() == board.known_hosts_line()  # recorded: the next run checks against it
+
+
+def test_no_ssh_server_is_could_not_tell_with_the_bundle_kept(board: Board, known_hosts: Path,
+                                                              tmp_path: Path) -> None:
+    board_file = edited_example("example-ssh", {"host": '"127.0.0.1"', "port": str(free_port()),
+                                                "identity_file": f'"{board.client_key}"',
+                                                "known_hosts": f'"{known_hosts}"'}, tmp_path / "b.toml")
+    run = invoke("run", "--board", str(board_file), "--results", str(tmp_path / "r"))
+    assert run.returncode == 3, run.stderr
+    assert "cannot connect to 127.0.0.1" in run.stderr and "is the board up" in run.stderr
+    assert ((tmp_path / "r" / "latest").resolve() / "verdict.json").is_file()
+
+
+def test_wrong_client_key_is_bad_input(board: Board, known_hosts: Path, tmp_path: Path) -> None:
+    board_file = edited_example("example-ssh", {"host": '"127.0.0.1"', "port": str(board.port),
+                                                "identity_file": f'"{board.other_key}"',
+                                                "known_hosts": f'"{known_hosts}"'}, tmp_path / "b.toml")
+    run = invoke("run", "--board", str(board_file), "--results", str(tmp_path / "r"))
+    assert run.returncode == 2, run.stderr
+    (line,) = error_lines(run.stderr)
+    assert "refused the key" in line and "authorized_keys" in line
