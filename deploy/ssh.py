@@ -41,7 +41,7 @@ from deploy.console import shell_quote
 from deploy.errors import CommandTimeout, DeployError, FramingError, TransportLost
 from deploy.framing import DEFAULT_CAPS, FetchCaps, FetchRefused, decode_archive
 from deploy.initramfs import check_remote_path
-from kit.errors import UserError
+from kit.errors import KitError, UserError
 
 DEFAULT_REMOTE_WORK_DIR = "/tmp/kmodkit"
 MAX_OUTPUT_BYTES = 16 << 20  # one command's output kept in memory (the same 16 MiB as a fetch's stream cap)
@@ -86,6 +86,10 @@ class HostKeyChanged(HostKeyError):
     """known_hosts has another key for the board: refused whatever ``accept_new`` says."""
 
 
+class BoardFull(UserError):
+    """The board's filesystem under the work dir has no room for what the kit pushes: the user frees it."""
+
+
 class SshAuthFailed(UserError):
     """The board refused the client key (or the identity file cannot be read)."""
 
@@ -117,6 +121,17 @@ class _KnownHostsPolicy(paramiko.MissingHostKeyPolicy):  # type: ignore[misc]
         except OSError as err:
             raise HostKeyError(f"cannot record the host key of {where} in {self.target.known_hosts}: "
                                f"{err.strerror}; fix the file's permissions") from err
+
+
+def _still_connected(channel: Any, grace_s: float = 2.0) -> bool:
+    """Whether the connection under ``channel`` is alive (a session killed on the board closes it a
+    moment after its channel: give it ``grace_s``)."""
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        if not channel.get_transport().is_active():
+            return False
+        time.sleep(0.1)
+    return bool(channel.get_transport().is_active())
 
 
 def _parents(remote: str) -> list[str]:
@@ -253,11 +268,25 @@ class SshTransport:
                                 "OpenSSH private key") from err
 
     def _ssh(self) -> Any:
+        """The live connection. One that broke since boot() (a TransportLost was raised for the command
+        it cut) is made again for the next command, so that the kit can still clean the board up;
+        when the board cannot be reached again (it rebooted, it hangs) that command is a TransportLost."""
         client = self._client
-        transport = client.get_transport() if client is not None else None
-        if transport is None or not transport.is_active():
+        if client is None:
             raise TransportLost(f"not connected to {self.target.host}:{self.target.port}: call boot() first",
                                 self.console_log)
+        transport = client.get_transport()
+        if transport is None or not transport.is_active():
+            self._note("# the SSH connection was lost: connecting again\n")
+            with contextlib.suppress(Exception):
+                client.close()
+            try:
+                self._client = self._connect()
+            except KitError as err:
+                raise TransportLost(f"the SSH connection to {self.target.host}:{self.target.port} was lost and "
+                                    f"cannot be made again ({err}): did the board reboot or hang?",
+                                    self.console_log) from err
+            transport = self._client.get_transport()
         return transport
 
     def _note(self, text: str) -> None:
@@ -306,6 +335,10 @@ class SshTransport:
                                          out[-2000:].decode(errors="replace"))
                 select.select([channel], [], [], min(remaining, _POLL_S))
             status = channel.recv_exit_status()
+            if status == -1 and not _still_connected(channel):
+                raise TransportLost(f"the SSH connection to {self.target.host}:{self.target.port} broke during "
+                                    f"{shown[:60]!r} (no exit status): did the board reboot, hang or drop off "
+                                    "the network?", self.console_log, out[-2000:].decode(errors="replace"))
         except TimeoutError as error:
             raise CommandTimeout(f"{shown[:80]!r}: the board took no input for {timeout_s:g} s",
                                  self.console_log) from error
@@ -366,6 +399,9 @@ class SshTransport:
         if status != 0 or not sums:
             reason = err.decode(errors="replace").strip().splitlines()[:1] or [f"exit status {status}"]
             self._exec(f"rm -f {shell_quote(tmp)}", self.target.command_timeout_s)
+            if "No space left" in reason[0]:
+                raise BoardFull(f"cannot push {remote} ({len(data)} bytes) to {self.target.host}: {reason[0]}; free "
+                                "space there or point the board file's work_dir at a larger filesystem")
             raise DeployError(f"cannot push {remote} to {self.target.host}: {reason[0]}", self.console_log)
         if sums[-1] != digest:
             self._exec(f"rm -f {shell_quote(tmp)}", self.target.command_timeout_s)

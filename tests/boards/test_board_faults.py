@@ -89,3 +89,68 @@ def test_wrong_client_key_is_bad_input(board: Board, known_hosts: Path, tmp_path
     assert run.returncode == 2, run.stderr
     (line,) = error_lines(run.stderr)
     assert "refused the key" in line and "authorized_keys" in line
+
+
+def slow_module(tmp_path: Path, init_ms: int) -> Path:
+    source = tmp_path / "slow_init"
+    shutil.copytree(DATA / "slow_init", source)
+    (source / "slow_init.c").write_text((source / "slow_init.c").read_text().replace("= 25000;", f"= {init_ms};"))
+    (slow,) = build_module_dir(debian_kernel("6.1"), target_toolchain("6.1"), source)
+    return slow.ko
+
+
+# Board shell code, started detached on the board: after DELAY seconds it kills every dropbear session
+# process (the daemon itself, whose parent is PID 1, stays), as a network that drops the link would.
+DROP_SESSIONS = ("setsid sh -c 'sleep DELAY; for p in $(pidof dropbear); do "
+                 "[ \"$(awk \"/^PPid/ {print \\$2}\" /proc/$p/status)\" = 1 ] || kill $p; done' "
+                 "</dev/null >/dev/null 2>&1 &")
+
+
+def test_connection_dropped_mid_plan_is_could_not_tell_and_the_board_is_cleaned(
+        board: Board, known_hosts: Path, target: SshTarget, tmp_path: Path) -> None:
+    """The link drops while slow_init is in its init: exit 3 naming the broken connection, the kit's batch
+    kept, and the kit connects again to unload slow_init and remove its files."""
+    slow = slow_module(tmp_path, 15000)
+    board_file = ssh_board_file(board, known_hosts, tmp_path / "dropboard.toml")
+    before = board_state(target, tmp_path)
+    from deploy.ssh import SshTransport
+
+    with SshTransport(target, tmp_path / "chaos") as ssh:
+        ssh.boot()
+        # the kit's five modules take ~3-6 s here; slow_init then holds the plan for 15 s
+        assert ssh.run(DROP_SESSIONS.replace("DELAY", "12"), 30).ok
+    start = time.monotonic()
+    run = invoke("run", "--board", str(board_file), "--results", str(tmp_path / "r"), "--module", str(slow))
+    assert run.returncode == 3, run.stdout[-2000:] + run.stderr[-2000:]
+    assert "SSH connection" in run.stderr and "broke" in run.stderr, run.stderr
+    assert time.monotonic() - start < 120
+    bundle = (tmp_path / "r" / "latest").resolve()
+    assert (bundle / "ktap" / "kit_vmalloc.ktap").is_file()  # fetched before the link dropped
+    assert "connecting again" in (bundle / "boot.log").read_text()
+    assert board_state(target, tmp_path) == before
+
+
+def test_a_full_work_dir_filesystem_is_bad_input_and_nothing_stays(board: Board, known_hosts: Path,
+                                                                     target: SshTarget, tmp_path: Path) -> None:
+    """A board whose small filesystem cannot take the modules: exit 2 saying what to do, nothing left."""
+    from deploy.ssh import SshTransport
+
+    with SshTransport(target, tmp_path / "mount") as ssh:
+        ssh.boot()
+        assert ssh.run("mkdir -p /mnt/small && mount -t tmpfs -o size=64k tmpfs /mnt/small", 30).ok
+    try:
+        board_file = ssh_board_file(board, known_hosts, tmp_path / "fullboard.toml")
+        board_file.write_text(board_file.read_text().replace('work_dir = "/tmp/kmodkit"',
+                                                             'work_dir = "/mnt/small/kmodkit"'))
+        run = invoke("run", "--board", str(board_file), "--results", str(tmp_path / "r"))
+        assert run.returncode == 2, run.stdout[-2000:] + run.stderr[-2000:]
+        (line,) = error_lines(run.stderr)
+        assert "No space left on device" in line and "work_dir" in line
+        assert ((tmp_path / "r" / "latest").resolve() / "verdict.json").is_file()
+        with SshTransport(target, tmp_path / "look") as ssh:
+            ssh.boot()
+            assert ssh.run("ls -A /mnt/small", 30).output == ""
+    finally:
+        with SshTransport(target, tmp_path / "umount") as ssh:
+            ssh.boot()
+            ssh.run("umount /mnt/small", 30)
