@@ -154,3 +154,35 @@ def test_a_full_work_dir_filesystem_is_bad_input_and_nothing_stays(board: Board,
         with SshTransport(target, tmp_path / "umount") as ssh:
             ssh.boot()
             ssh.run("umount /mnt/small", 30)
+
+
+def test_board_that_dies_on_an_oops_is_reported_with_the_kits_results_kept(tmp_path: Path) -> None:
+    """A board of its own (this one dies): fault_oops oopses in its init, oops=panic panics it and it
+    goes down (QEMU's -no-reboot: it never comes back). Exit 3 saying the board is gone, within the
+    connect timeout; the kit's five modules, run and fetched before, are in the bundle."""
+    from tests.boards.guest import BoardError, start_board
+    from tests.conftest import debian_busybox, debian_target
+
+    shutil.copytree(Path(__file__).parents[1] / "faults" / "data" / "fault_oops", tmp_path / "fault_oops")
+    (oops,) = build_module_dir(debian_kernel("6.1"), target_toolchain("6.1"), tmp_path / "fault_oops")
+    try:
+        doomed = start_board(debian_target("6.1").qemu, debian_kernel("6.1"), debian_busybox("6.1"), tmp_path / "g")
+    except BoardError as err:
+        pytest.fail(f"the board guest did not come up: {err}", pytrace=False)
+    try:
+        known = tmp_path / "known_hosts"
+        known.write_text(doomed.known_hosts_line())
+        board_file = ssh_board_file(doomed, known, tmp_path / "doomed.toml")
+        start = time.monotonic()
+        run = invoke("run", "--board", str(board_file), "--results", str(tmp_path / "r"), "--module", str(oops.ko))
+        assert run.returncode == 3, run.stdout[-2000:] + run.stderr[-2000:]
+        assert "did the board reboot" in run.stderr, run.stderr
+        assert time.monotonic() - start < 120
+        assert doomed.process.wait(timeout=30) is not None  # the board really went down
+        assert b"Internal error: " in doomed.console.read_bytes()  # die(): the oops, then its panic
+        bundle = (tmp_path / "r" / "latest").resolve()
+        doc = (bundle / "verdict.json").read_text()
+        assert '"status": "error"' in doc
+        assert (bundle / "ktap" / "kit_alloc.ktap").is_file()
+    finally:
+        doomed.stop()
