@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kit.errors import InfraError
+from kit.errors import InfraError, UserError
 
 
 class DeployError(InfraError):
@@ -46,3 +46,7 @@ class FramingError(DeployError):
 class GuestOutputRefused(DeployError):
     """The guest sent files its plan does not write (a host file's name, a directory, a path that escapes):
     the ones it should have sent are kept, the rest refused, and the run cannot be trusted."""
+
+
+class WrongKernel(UserError):
+    """The target runs another kernel than the one the modules were built for (a board's own kernel)."""

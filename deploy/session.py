@@ -23,7 +23,7 @@ from deploy.bundle_io import (
     module_name,
     write_guest_files,
 )
-from deploy.errors import CommandTimeout, DeployError, GuestCrashed, GuestOutputRefused, TransportLost
+from deploy.errors import CommandTimeout, DeployError, GuestCrashed, GuestOutputRefused, TransportLost, WrongKernel
 from deploy.initramfs import GUEST_DIR
 from kit.errors import InfraError, KitError, UserError
 
@@ -108,7 +108,7 @@ def unload_leftovers_command(modules: Sequence[Path], paths: GuestPaths) -> str:
 def collect_bundle(transport: Transport, modules: Sequence[Path], bundle_dir: Path,
                    log: Callable[[str], None], plan_timeout_s: float | None = None,
                    stacks: Sequence[Sequence[str]] = (), batches: Sequence[Sequence[Path]] = (),
-                   paths: GuestPaths = GuestPaths()) -> CollectResult:
+                   paths: GuestPaths = GuestPaths(), kernel_release: str | None = None) -> CollectResult:
     """Boot ``transport`` with ``modules``, run the plan, and write the bundle into ``bundle_dir``.
 
     ``plan_timeout_s`` bounds each run of the guest plan (default: a base plus a minute per module);
@@ -117,6 +117,8 @@ def collect_bundle(transport: Transport, modules: Sequence[Path], bundle_dir: Pa
     an earlier batch measured is kept when a later one kills the guest (default: one batch);
     ``paths``: where on the target (QEMU: /kit in the initramfs; a board: its work dir, removed at the end).
     A target that stays up (a board) gets its leftover kit modules unloaded before the transport closes.
+    ``kernel_release``: what ``uname -r`` must say on the target (the modules' vermagic), checked before
+    anything is loaded (a board may run another kernel than the tree the modules were built against).
     """
     if not modules:
         raise UserError("no modules to load: build them first")
@@ -127,6 +129,8 @@ def collect_bundle(transport: Transport, modules: Sequence[Path], bundle_dir: Pa
     try:
         transport.push(guest_files(modules, paths))
         phase.run("boot", transport.boot)
+        if kernel_release is not None:
+            check_kernel_release(transport, kernel_release)
         for batch in batches or [modules]:
             timeout = plan_timeout_s or PLAN_BASE_TIMEOUT_S + PLAN_TIMEOUT_PER_MODULE_S * len(batch)
             command = plan_command(batch, stacks, paths)
@@ -173,6 +177,15 @@ class _Phases:
         self.times[name] = self.times.get(name, 0.0) + elapsed
         self.log(f"{name}: {elapsed:.2f} s")
         return value
+
+
+def check_kernel_release(transport: Transport, expected: str) -> None:
+    result = transport.run("uname -r", 30.0)
+    running = result.output.strip()
+    if result.exit_status != 0 or running != expected:
+        raise WrongKernel(f"the board runs kernel {running or '(uname -r failed)'}, the modules are built for "
+                          f"{expected}: set the board file's target (or kdir, the board's own kernel tree) to "
+                          "the kernel it runs")
 
 
 def _unload_leftovers(transport: Transport, modules: Sequence[Path], log: Callable[[str], None],

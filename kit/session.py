@@ -236,7 +236,8 @@ class RunSession:
             # the user's modules (the ones that may crash the guest) run after the kit's have been fetched
             batches = [b for b in (kit_modules, self.user_modules()) if b]
             collect_bundle(self.transport(), shipped, bundle, self.log, plan_timeout_s=self.request.plan_timeout_s,
-                           stacks=driver_stacks(self._user_checked), batches=batches, paths=self.guest_paths)
+                           stacks=driver_stacks(self._user_checked), batches=batches, paths=self.guest_paths,
+                           kernel_release=tree.release if self.request.board is not None else None)
         self._cut_ktap()
         with phase(self.outcome, "verify", self.log):
             result = verify_bundle(bundle)

@@ -186,3 +186,17 @@ def test_board_that_dies_on_an_oops_is_reported_with_the_kits_results_kept(tmp_p
         assert (bundle / "ktap" / "kit_alloc.ktap").is_file()
     finally:
         doomed.stop()
+
+
+def test_a_board_running_another_kernel_is_bad_input_before_anything_loads(
+        board: Board, known_hosts: Path, target: SshTarget, tmp_path: Path) -> None:
+    """The board file says arm-5.10, the board runs 6.1: exit 2 naming both releases; nothing loaded."""
+    board_file = ssh_board_file(board, known_hosts, tmp_path / "b.toml")
+    board_file.write_text(board_file.read_text().replace('target = "arm-6.1"', 'target = "arm-5.10"'))
+    before = board_state(target, tmp_path)
+    run = invoke("run", "--board", str(board_file), "--results", str(tmp_path / "r"))
+    assert run.returncode == 2, run.stdout[-2000:] + run.stderr[-2000:]
+    (line,) = error_lines(run.stderr)
+    assert "the board runs kernel 6.1.0-" in line and "built for 5.10.0-" in line and "target" in line
+    assert not ((tmp_path / "r" / "latest").resolve() / "status.txt").exists()  # the plan never ran
+    assert board_state(target, tmp_path) == before
