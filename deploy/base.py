@@ -72,3 +72,13 @@ class Transport(Protocol):
     def power_off(self) -> None:
         """Stop the target; safe to call more than once and after a crash."""
         ...
+
+
+@runtime_checkable
+class BoardTransport(Transport, Protocol):
+    """A transport to a board that stays up on its own (SSH, serial console)."""
+
+    def reattach(self, timeout_s: float) -> BootResult:
+        """Connect again to a board that went down and came back (a power-cycle): retried until
+        ``timeout_s``; what the kit had pushed is assumed gone (the next push sends it again)."""
+        ...

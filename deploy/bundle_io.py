@@ -36,9 +36,26 @@ def write_guest_files(bundle_dir: Path, files: Mapping[str, bytes], expected: fr
                                                                                                       list[str]]:
     """Write the files of ``files`` whose name is in ``expected`` under ``bundle_dir``; return them and the
     names refused (anything else the guest sent: a host file's name, a directory, a path that escapes)."""
-    written = [_write(bundle_dir / name, data) for name, data in sorted(files.items()) if name in expected]
+    written = [_write(bundle_dir / name, _merged(bundle_dir / name, data) if name in APPENDED_FILES else data)
+               for name, data in sorted(files.items()) if name in expected]
     refused = sorted(name for name in files if name not in expected)
     return written, refused
+
+
+# Files every plan run appends to: after a power-cycle the board's copy starts again, so the lines the
+# bundle already holds (from before) are kept and the new ones added after them.
+APPENDED_FILES = ("status.txt",)
+
+
+def _merged(path: Path, data: bytes) -> bytes:
+    try:
+        old = path.read_bytes()
+    except FileNotFoundError:
+        return data
+    except OSError as err:
+        raise InfraError(f"cannot read {path}: {err.strerror}") from err
+    kept = old.splitlines(keepends=True)
+    return old + b"".join(line for line in data.splitlines(keepends=True) if line not in kept)
 
 
 def copy_modules(bundle_dir: Path, modules: Sequence[Path]) -> list[Path]:

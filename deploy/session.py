@@ -36,8 +36,16 @@ LEFTOVER_TIMEOUT_S = 30.0 + INIT_WAIT_S  # the clean-up command as a whole
 
 
 @dataclass(frozen=True)
+class LostBatch:
+    """Modules whose plan run the board did not survive (it was power-cycled, the run went on)."""
+
+    modules: tuple[str, ...]
+    error: str
+
+
+@dataclass(frozen=True)
 class CollectResult:
-    """A complete bundle: where, which files, and how long each phase took."""
+    """A complete bundle: where, which files, how long each phase took, and what a power-cycle lost."""
 
     bundle_dir: Path
     files: tuple[Path, ...]
@@ -45,6 +53,11 @@ class CollectResult:
     plan_s: float
     fetch_s: float
     total_s: float
+    lost: tuple[LostBatch, ...] = ()
+
+
+# What a board does not survive: the power-cycle command (when the board file has one) brings it back.
+BOARD_DOWN = (GuestCrashed, TransportLost, CommandTimeout)
 
 
 @dataclass(frozen=True)
@@ -108,7 +121,9 @@ def unload_leftovers_command(modules: Sequence[Path], paths: GuestPaths) -> str:
 def collect_bundle(transport: Transport, modules: Sequence[Path], bundle_dir: Path,
                    log: Callable[[str], None], plan_timeout_s: float | None = None,
                    stacks: Sequence[Sequence[str]] = (), batches: Sequence[Sequence[Path]] = (),
-                   paths: GuestPaths = GuestPaths(), kernel_release: str | None = None) -> CollectResult:
+                   paths: GuestPaths = GuestPaths(), kernel_release: str | None = None,
+                   recover: Callable[[], None] | None = None,
+                   after_batch: Callable[[Path], None] | None = None) -> CollectResult:
     """Boot ``transport`` with ``modules``, run the plan, and write the bundle into ``bundle_dir``.
 
     ``plan_timeout_s`` bounds each run of the guest plan (default: a base plus a minute per module);
@@ -119,12 +134,17 @@ def collect_bundle(transport: Transport, modules: Sequence[Path], bundle_dir: Pa
     A target that stays up (a board) gets its leftover kit modules unloaded before the transport closes.
     ``kernel_release``: what ``uname -r`` must say on the target (the modules' vermagic), checked before
     anything is loaded (a board may run another kernel than the tree the modules were built against).
+    ``recover``: brings a board back after a batch it did not survive (BOARD_DOWN: power-cycle and
+    reattach); that batch is reported in ``CollectResult.lost`` and the next one runs. ``after_batch``:
+    called with the bundle after each batch's files are written (the pipeline cuts the KTAP there, before
+    a power-cycle's new boot replaces dmesg.txt).
     """
     if not modules:
         raise UserError("no modules to load: build them first")
     start = time.monotonic()
     bundle_dir.mkdir(parents=True, exist_ok=True)
     files: list[Path] = copy_modules(bundle_dir, modules)
+    lost: list[LostBatch] = []
     phase = _Phases(log)
     try:
         transport.push(guest_files(modules, paths))
@@ -133,13 +153,19 @@ def collect_bundle(transport: Transport, modules: Sequence[Path], bundle_dir: Pa
             check_kernel_release(transport, kernel_release)
         for batch in batches or [modules]:
             timeout = plan_timeout_s or PLAN_BASE_TIMEOUT_S + PLAN_TIMEOUT_PER_MODULE_S * len(batch)
-            command = plan_command(batch, stacks, paths)
-            result = phase.run("plan", functools.partial(transport.run, command, timeout))
-            if result.exit_status != 0:
-                raise InfraError(f"the guest plan failed (exit {result.exit_status}): "
-                                 f"{result.output.strip()[:300]}")
-            files += _write_guest_output(phase.run("fetch", lambda: transport.fetch(paths.out)), bundle_dir,
-                                         modules, log, refuse=True)
+            try:
+                files += _run_batch(transport, batch, stacks, paths, timeout, phase, bundle_dir, modules, log)
+            except BOARD_DOWN as err:
+                if recover is None:
+                    raise
+                lost.append(LostBatch(tuple(module_name(ko) for ko in batch), str(err)))
+                log(f"the board went down during {', '.join(lost[-1].modules)}: {err}; power-cycling it")
+                phase.run("power-cycle", recover)
+                transport.push(guest_files(modules, paths))
+                if kernel_release is not None:
+                    check_kernel_release(transport, kernel_release)
+            if after_batch is not None:
+                after_batch(bundle_dir)
     except KitError as err:
         if isinstance(err, CommandTimeout) and not transport.stays_up:
             transport.abort()  # the guest shell is busy (or QEMU stopped): no graceful poweroff through it
@@ -160,7 +186,19 @@ def collect_bundle(transport: Transport, modules: Sequence[Path], bundle_dir: Pa
     total = time.monotonic() - start
     log(f"bundle {bundle_dir}: {len(files)} files in {total:.1f} s")
     return CollectResult(bundle_dir, tuple(files), phase.times.get("boot", 0.0), phase.times.get("plan", 0.0),
-                         phase.times.get("fetch", 0.0), total)
+                         phase.times.get("fetch", 0.0), total, tuple(lost))
+
+
+def _run_batch(transport: Transport, batch: Sequence[Path], stacks: Sequence[Sequence[str]], paths: GuestPaths,
+               timeout: float, phase: _Phases, bundle_dir: Path, modules: Sequence[Path],
+               log: Callable[[str], None]) -> list[Path]:
+    """One plan run over ``batch``, then its output fetched into the bundle."""
+    command = plan_command(batch, stacks, paths)
+    result = phase.run("plan", functools.partial(transport.run, command, timeout))
+    if result.exit_status != 0:
+        raise InfraError(f"the guest plan failed (exit {result.exit_status}): {result.output.strip()[:300]}")
+    return _write_guest_output(phase.run("fetch", lambda: transport.fetch(paths.out)), bundle_dir, modules, log,
+                               refuse=True)
 
 
 class _Phases:

@@ -206,12 +206,30 @@ class SshTransport:
             return BootResult(0.0)
         start = time.monotonic()
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        self._log = self.console_log.open("ab")
+        if self._log is None:
+            self._log = self.console_log.open("ab")
         self._note(f"# ssh {self.target.user}@{self.target.host}:{self.target.port}\n")
         self._client = self._connect()
         pending, self._pending = self._pending, {}
         self.push(pending)
         return BootResult(time.monotonic() - start)
+
+    def reattach(self, timeout_s: float) -> BootResult:
+        """Connect again after the board was power-cycled: attempts until ``timeout_s`` (a board that is
+        still booting refuses or does not answer); its files are gone, so pushes start afresh."""
+        start = time.monotonic()
+        deadline = start + timeout_s
+        self.abort()
+        self._pushed.clear()
+        self._created.clear()
+        while True:
+            try:
+                return self.boot()
+            except DeployError as err:
+                if time.monotonic() + 1.0 >= deadline:
+                    raise TransportLost(f"the board did not come back within {timeout_s:g} s after the power-cycle: "
+                                        f"{err}", self.console_log) from err
+                time.sleep(1.0)
 
     def _connect(self) -> Any:
         target, where = self.target, f"{self.target.host}:{self.target.port}"

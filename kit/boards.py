@@ -28,10 +28,11 @@ if TYPE_CHECKING:
 REPO = Path(__file__).resolve().parent.parent
 BOARDS_DIR = REPO / "boards"
 DEFAULT_WORK_DIR = "/tmp/kmodkit"
-TOP_KEYS = {"description", "target", "kdir", "work_dir", "ssh", "serial", "facts", "timeouts"}
+TOP_KEYS = {"description", "target", "kdir", "work_dir", "ssh", "serial", "facts", "power", "timeouts"}
 SSH_KEYS = {"host", "port", "user", "identity_file", "known_hosts", "accept_new"}
 SERIAL_KEYS = {"device", "baud", "user", "password", "password_env"}
 FACTS_KEYS = {"ram_base", "mem_mib", "config"}
+POWER_KEYS = {"reset_command", "up_after_s"}
 TIMEOUT_KEYS = {"connect_s", "command_s", "plan_s", "login_s"}
 
 
@@ -46,6 +47,15 @@ class BoardFacts:
 
 
 @dataclass(frozen=True)
+class PowerControl:
+    """How the lab power-cycles the board: a shell command run on the host (a PDU's or a relay's CLI, a
+    USB hub's port power), and how long the board may take to answer again afterwards."""
+
+    reset_command: str
+    up_after_s: float = 120.0
+
+
+@dataclass(frozen=True)
 class Board:
     name: str
     path: Path
@@ -57,6 +67,7 @@ class Board:
     work_dir: str = DEFAULT_WORK_DIR  # everything the kit puts on the board, removed at the end
     plan_timeout_s: float = 300.0
     password_env: str | None = None  # the environment variable holding the serial login's password
+    power: PowerControl | None = None  # when given, a board that goes down is power-cycled and the run goes on
 
     @property
     def transport(self) -> str:
@@ -108,6 +119,7 @@ def load_board(given: str, boards_dir: Path = BOARDS_DIR) -> Board:
         work_dir=_work_dir(table, path),
         plan_timeout_s=_seconds(timeouts, "plan_s", 300.0, path),
         password_env=_password_env(table.get("serial"), path),
+        power=_power(_table(table, "power", POWER_KEYS, path), path),
     )
 
 
@@ -212,6 +224,19 @@ def _facts(table: Mapping[str, Any], path: Path) -> BoardFacts:
     if config is not None and not config.is_file():
         raise UserError(f"{path}: facts.config {config} does not exist: give the board kernel's .config")
     return BoardFacts(ram_base, mem_mib, config)
+
+
+def _power(table: Mapping[str, Any], path: Path) -> PowerControl | None:
+    if not table:
+        return None
+    command = get(table, "reset_command", str, path, "power.")
+    if not command.strip():
+        raise ParseError(str(path), None, "power.reset_command is empty: give the shell command that power-cycles "
+                         "the board, or remove [power]")
+    up_after = table.get("up_after_s", 120.0)
+    if isinstance(up_after, bool) or not isinstance(up_after, int | float) or up_after <= 0:
+        raise ParseError(str(path), None, f"power.up_after_s must be a positive number of seconds, got {up_after!r}")
+    return PowerControl(command, float(up_after))
 
 
 def _work_dir(table: Mapping[str, Any], path: Path) -> str:

@@ -5,23 +5,25 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import subprocess
 import tempfile
 import traceback
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
 from analysis.verify.check import Check
 from analysis.verify.verify import verify_bundle
-from deploy.base import Transport
+from deploy.base import BoardTransport, Transport
 from deploy.bundle_io import module_name
 from deploy.qemu import QemuTimeouts, QemuTransport
-from deploy.session import GuestPaths, collect_bundle, guest_files
+from deploy.session import GuestPaths, LostBatch, collect_bundle, guest_files
 from deploy.ssh import SshTarget, SshTransport
 from kbuild.kernels import KernelTree, process_alive
 from kbuild.make import BuiltModule, build_modules, is_up_to_date, module_names, strip_debug
 from kbuild.toolchain import find_toolchain
-from kit.boards import board_link
+from kit.boards import PowerControl, board_link
 from kit.errors import InfraError, Interrupted, KitError, UserError
 from kit.locks import DirectoryLock
 from kit.pipeline import (
@@ -233,16 +235,48 @@ class RunSession:
         with phase(self.outcome, "collect", self.log):
             shipped = self.shipped_modules()
             kit_modules = shipped[: len(shipped) - len(self.user_modules())]
-            # the user's modules (the ones that may crash the guest) run after the kit's have been fetched
-            batches = [b for b in (kit_modules, self.user_modules()) if b]
-            collect_bundle(self.transport(), shipped, bundle, self.log, plan_timeout_s=self.request.plan_timeout_s,
-                           stacks=driver_stacks(self._user_checked), batches=batches, paths=self.guest_paths,
-                           kernel_release=tree.release if self.request.board is not None else None)
+            stacks = driver_stacks(self._user_checked)
+            collected = collect_bundle(self.transport(), shipped, bundle, self.log,
+                                       plan_timeout_s=self.request.plan_timeout_s, stacks=stacks,
+                                       batches=self._batches(kit_modules, stacks), paths=self.guest_paths,
+                                       kernel_release=tree.release if self.request.board is not None else None,
+                                       recover=self._power_cycle if self._power is not None else None,
+                                       after_batch=lambda _bundle: self._cut_ktap())
         self._cut_ktap()
         with phase(self.outcome, "verify", self.log):
             result = verify_bundle(bundle)
         return Verdict(self.request.run_name, self.request.target.arch, tree.release, tree.version,
-                       result.checks, extra={"phases": self._phase_json()})
+                       [*lost_checks(collected.lost), *result.checks], extra={"phases": self._phase_json()})
+
+    @property
+    def _power(self) -> PowerControl | None:
+        return self.request.board.power if self.request.board is not None else None
+
+    def _batches(self, kit_modules: list[Path], stacks: list[list[str]]) -> list[list[Path]]:
+        """The user's modules (the ones that may crash the target) run after the kit's have been fetched; on
+        a board that can be power-cycled, each of them (or each driver stack) in a plan run of its own, so
+        that a crash loses that one only."""
+        user = self.user_modules()
+        if self._power is None:
+            return [b for b in (kit_modules, user) if b]
+        by_name = {module_name(ko): ko for ko in user}
+        in_stack = {name: stack for stack in stacks for name in stack}
+        groups: list[list[Path]] = []
+        for ko in user:
+            name = module_name(ko)
+            if name not in in_stack:
+                groups.append([ko])
+            elif in_stack[name][0] == name:
+                groups.append([by_name[member] for member in in_stack[name] if member in by_name])
+        return [b for b in (kit_modules, *groups) if b]
+
+    def _power_cycle(self) -> None:
+        """The board file's reset command, then wait for the board to answer again (bounded)."""
+        power, transport = self._power, self.transport()
+        assert power is not None and isinstance(transport, BoardTransport)
+        transport.abort()
+        run_reset_command(power.reset_command, self.log)
+        transport.reattach(power.up_after_s)
 
     def _error_verdict(self, tree: KernelTree | None, err: KitError) -> Verdict:
         if self._transport is not None:
@@ -292,6 +326,29 @@ class RunSession:
 
     def _phase_json(self) -> list[dict[str, object]]:
         return [{"name": p.name, "status": p.status, "elapsed_s": round(p.elapsed_s, 3)} for p in self.outcome.phases]
+
+
+RESET_TIMEOUT_S = 120.0  # the power-cycle command itself (a PDU's CLI answers in seconds)
+
+
+def run_reset_command(command: str, log: Log) -> None:
+    """The board file's power-cycle command, through the host's shell; an error if it fails."""
+    log(f"power-cycling the board: $ {command}")
+    try:
+        done = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=RESET_TIMEOUT_S)
+    except subprocess.TimeoutExpired as err:
+        raise InfraError(f"the power-cycle command did not finish within {RESET_TIMEOUT_S:g} s: {command}") from err
+    if done.returncode != 0:
+        said = (done.stderr or done.stdout).strip().splitlines()[-1:] or [f"exit status {done.returncode}"]
+        raise InfraError(f"the power-cycle command failed (exit {done.returncode}): {said[0]}; check "
+                         "[power] reset_command in the board file")
+
+
+def lost_checks(lost: Sequence[LostBatch]) -> list[Check]:
+    """One error per module whose plan run the board did not survive (it was power-cycled after)."""
+    return [Check(f"{name}.board_down", "modules", "error", "the board survives the module", "board went down",
+                  f"{batch.error}; the board was power-cycled and the run went on with the next module")
+            for batch in lost for name in batch.modules]
 
 
 def remove_abandoned_work_dirs(root: Path) -> None:

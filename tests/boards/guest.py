@@ -194,7 +194,8 @@ mkdir -p /etc/dropbear /var/run /var/log /root/.ssh
 chmod 700 /root /root/.ssh
 chmod 600 /root/.ssh/authorized_keys
 export LD_LIBRARY_PATH=/lib/arm-linux-gnueabihf
-if dropbearkey -t ed25519 -f /etc/dropbear/host_ed25519 >/dev/null 2>&1; then
+# a host key baked into the initramfs survives a power-cycle, as a real board's does; else a new one
+if [ -f /etc/dropbear/host_ed25519 ] || dropbearkey -t ed25519 -f /etc/dropbear/host_ed25519 >/dev/null 2>&1; then
 	echo "KIT-HOSTKEY $(dropbearkey -y -f /etc/dropbear/host_ed25519 | grep '^ssh-ed25519' | cut -d' ' -f1,2)"
 	dropbear -F -E -s -p 22 -r /etc/dropbear/host_ed25519 &
 	sleep 0.5
@@ -212,7 +213,20 @@ ETC = {
 }
 
 
-def build_board_initramfs(tree: KernelTree, busybox: Path, authorized_key: str, out: Path, cache_dir: Path) -> Path:
+def dropbear_host_key(key: Ed25519PrivateKey) -> bytes:
+    """``key`` in dropbear's own private key format (signkey.c buf_put_priv_key, ed25519.c): the string
+    "ssh-ed25519", then one string of the 32-byte seed and the 32-byte public key."""
+    seed = key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+    public = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+    def string(data: bytes) -> bytes:
+        return len(data).to_bytes(4, "big") + data
+
+    return string(b"ssh-ed25519") + string(seed + public)
+
+
+def build_board_initramfs(tree: KernelTree, busybox: Path, authorized_key: str, out: Path, cache_dir: Path,
+                          host_key: Ed25519PrivateKey | None = None) -> Path:
     """The kit's cached base (busybox, /init) plus an overlay: modules, dropbear and its libraries,
     /etc, root's authorized_keys. Written with the kit's own cpio/gzip functions."""
     init = out.with_name("board-init.sh")
@@ -225,6 +239,9 @@ def build_board_initramfs(tree: KernelTree, busybox: Path, authorized_key: str, 
     entries.append(symlink("/usr/lib", "../lib"))
     entries += [regular_file(path, data, executable=False) for path, data in ETC.items()]
     entries.append(regular_file("/root/.ssh/authorized_keys", authorized_key.encode() + b"\n", executable=False))
+    if host_key is not None:
+        entries += [directory("/etc/dropbear"),
+                    regular_file("/etc/dropbear/host_ed25519", dropbear_host_key(host_key), executable=False)]
     entries += [regular_file(f"{GUEST_MODULE_DIR}/{ko.name}", ko.read_bytes(), executable=False) for ko in modules]
     order = "".join(f"{ko.name}\n" for ko in modules).encode()
     entries.append(regular_file(f"{GUEST_MODULE_DIR}/order", order, executable=False))
@@ -309,14 +326,21 @@ def wait_for_ssh_banner(port: int, deadline: float) -> None:
     raise BoardError(f"no SSH banner on 127.0.0.1:{port}")
 
 
-def start_board(spec: QemuSpec, tree: KernelTree, busybox: Path, work: Path, boot_s: float = 120.0) -> Board:
-    """Build the initramfs, boot QEMU, read the host key from the console and wait for dropbear."""
+def start_board(spec: QemuSpec, tree: KernelTree, busybox: Path, work: Path, boot_s: float = 120.0, *,
+                host_key: Ed25519PrivateKey | None = None, port: int | None = None) -> Board:
+    """Build the initramfs, boot QEMU, read the host key from the console and wait for dropbear.
+    ``host_key`` and ``port``: the same on every start (a board power-cycled keeps both); the client keys
+    of ``work`` are kept when they exist."""
     work.mkdir(parents=True, exist_ok=True)
     client_key, other_key = work / "client_ed25519", work / "other_ed25519"
-    public = make_client_key(client_key)
-    make_client_key(other_key)
-    initrd = build_board_initramfs(tree, busybox, public, work / "board-initrd.gz", work / "initramfs-cache")
-    port = free_port()
+    if client_key.is_file():
+        public = client_key.with_suffix(".pub").read_text().strip()
+    else:
+        public = make_client_key(client_key)
+        make_client_key(other_key)
+    initrd = build_board_initramfs(tree, busybox, public, work / "board-initrd.gz", work / "initramfs-cache",
+                                   host_key)
+    port = port or free_port()
     console = work / "console.log"
     with (work / "qemu.stderr").open("wb") as stderr:
         process = start_qemu(board_qemu_command(spec, tree, initrd, port), stderr)

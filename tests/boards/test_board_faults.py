@@ -5,15 +5,17 @@ end within a stated bound."""
 from __future__ import annotations
 
 import shutil
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from deploy.ssh import SshTarget
+from deploy.ssh import SshTarget, SshTransport
 from kbuild.make import build_module_dir
 from tests.boards.guest import Board, free_port
-from tests.boards.test_board_run import board_state, edited_example, invoke, ssh_board_file
+from tests.boards.test_board_run import board_state, edited_example, invoke, ssh_board_file, verdict
 from tests.conftest import debian_kernel, target_toolchain
 
 pytestmark = [pytest.mark.board, pytest.mark.faults]
@@ -113,8 +115,6 @@ def test_connection_dropped_mid_plan_is_could_not_tell_and_the_board_is_cleaned(
     slow = slow_module(tmp_path, 15000)
     board_file = ssh_board_file(board, known_hosts, tmp_path / "dropboard.toml")
     before = board_state(target, tmp_path)
-    from deploy.ssh import SshTransport
-
     with SshTransport(target, tmp_path / "chaos") as ssh:
         ssh.boot()
         # the kit's five modules take ~3-6 s here; slow_init then holds the plan for 15 s
@@ -133,8 +133,6 @@ def test_connection_dropped_mid_plan_is_could_not_tell_and_the_board_is_cleaned(
 def test_a_full_work_dir_filesystem_is_bad_input_and_nothing_stays(board: Board, known_hosts: Path,
                                                                      target: SshTarget, tmp_path: Path) -> None:
     """A board whose small filesystem cannot take the modules: exit 2 saying what to do, nothing left."""
-    from deploy.ssh import SshTransport
-
     with SshTransport(target, tmp_path / "mount") as ssh:
         ssh.boot()
         assert ssh.run("mkdir -p /mnt/small && mount -t tmpfs -o size=64k tmpfs /mnt/small", 30).ok
@@ -200,3 +198,76 @@ def test_a_board_running_another_kernel_is_bad_input_before_anything_loads(
     assert "the board runs kernel 6.1.0-" in line and "built for 5.10.0-" in line and "target" in line
     assert not ((tmp_path / "r" / "latest").resolve() / "status.txt").exists()  # the plan never ran
     assert board_state(target, tmp_path) == before
+
+
+class PowerSwitch(threading.Thread):
+    """The lab's power switch of a QEMU board: the board file's reset command (a host shell command)
+    creates ``request`` and waits; this thread then cuts the power (kills QEMU), releases the command and
+    boots the board again with the same host key and port, as a board that is power-cycled comes back."""
+
+    def __init__(self, boot: Callable[[], Board], request: Path) -> None:
+        super().__init__(daemon=True)
+        self.boot, self.request = boot, request
+        self.board = boot()
+        self.cycles = 0
+        self.stopping = threading.Event()
+
+    @property
+    def reset_command(self) -> str:
+        return f"touch {self.request} && while [ -e {self.request} ]; do sleep 0.1; done"
+
+    def run(self) -> None:
+        while not self.stopping.wait(0.1):
+            if self.request.exists():
+                self.board.stop()
+                self.request.unlink()
+                self.cycles += 1
+                self.board = self.boot()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.join(timeout=60)
+        self.board.stop()
+
+
+def test_power_cycle_brings_the_board_back_and_the_run_goes_on(tmp_path: Path) -> None:
+    """[power] reset_command: fault_oops takes the board down; the kit power-cycles it, waits for it, and
+    runs the next module (crc7). The lost module is one error (exit 3); everything else is checked."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from tests.boards.guest import start_board
+    from tests.conftest import debian_busybox, debian_target
+
+    shutil.copytree(Path(__file__).parents[1] / "faults" / "data" / "fault_oops", tmp_path / "fault_oops")
+    (oops,) = build_module_dir(debian_kernel("6.1"), target_toolchain("6.1"), tmp_path / "fault_oops")
+    modules_dir = debian_kernel("6.1").modules_dir
+    assert modules_dir is not None
+    crc7 = next(modules_dir.rglob("crc7.ko"))
+    host_key, port = Ed25519PrivateKey.generate(), free_port()
+    switch = PowerSwitch(lambda: start_board(debian_target("6.1").qemu, debian_kernel("6.1"),
+                                             debian_busybox("6.1"), tmp_path / "g", host_key=host_key, port=port),
+                         tmp_path / "power-request")
+    switch.start()
+    try:
+        known = tmp_path / "known_hosts"
+        known.write_text(switch.board.known_hosts_line())
+        board_file = ssh_board_file(switch.board, known, tmp_path / "cycled.toml")
+        board_file.write_text(board_file.read_text() +
+                              f"\n[power]\nreset_command = '{switch.reset_command}'\nup_after_s = 90\n")
+        run = invoke("run", "--board", str(board_file), "--results", str(tmp_path / "r"),
+                     "--module", str(oops.ko), "--module", str(crc7))
+        assert switch.cycles == 1
+        assert run.returncode == 3, run.stdout[-3000:] + run.stderr[-3000:]
+        doc = verdict(tmp_path / "r")
+        statuses = {c["id"]: c["status"] for c in doc["checks"]}  # type: ignore[union-attr]
+        assert [k for k, v in statuses.items() if v in ("fail", "error")] == ["fault_oops.board_down"]
+        assert statuses["crc7.proc_modules.size"] == "pass" and statuses["crc7.no_leak"] == "pass"
+        assert statuses["kit_vmalloc.proc_modules.size"] == "pass"
+        status = (tmp_path / "r" / "latest" / "status.txt").read_text()
+        assert "kit_alloc insmod=0 rmmod=0" in status and "crc7 insmod=0 rmmod=0" in status  # both boots
+        assert "Internal error: " in (tmp_path / "g" / "console.log").read_text(errors="replace")
+        with SshTransport(SshTarget("127.0.0.1", port, "root", switch.board.client_key, known), tmp_path / "s") as ssh:
+            ssh.boot()
+            assert "No such file" in ssh.run("ls -d /tmp/kmodkit; grep -c '^crc7 ' /proc/modules", 30).output
+    finally:
+        switch.stop()
