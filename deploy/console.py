@@ -55,6 +55,13 @@ PUSH_END = "KIT-END-OF-PUSH"
 PL011_FIFO_BYTES = 32  # hw/char/pl011.c PL011_FIFO_DEPTH
 FIRST_KICK_S = 0.01  # the first push comes sooner: a command that stalls costs 10 ms, not 100
 MAX_COMMAND_LINE = 3000  # n_tty canonical lines are limited to 4095 bytes (N_TTY_BUF_SIZE)
+# A kernel console line as a board's serial console prints it (kernel/printk/printk.c: the time prefix,
+# CONFIG_PRINTK_CALLER's "[T123]" after it; serial_core.c uart_console_write ends it with CRLF). It can
+# land anywhere in the shell's output, even mid-line. Not one right after a "|": that is a file line of
+# a framed fetch (a dmesg.txt line), which its checksum guards.
+KERNEL_CONSOLE_LINE = re.compile(rb"(?<!\|)\[ *\d+\.\d+\](?:\[ *[TC]\d+\])? [^\n]*\n")
+PARTIAL_KERNEL_LINE = re.compile(rb"(?<!\|)\[[ \d.]*(?:\][^\n]*)?\Z")  # one still arriving, from its "["
+MAX_KERNEL_LINE = 1100  # printk's LOG_LINE_MAX (1024) plus its prefixes
 
 
 class ChannelClosed(Exception):
@@ -124,6 +131,9 @@ class ConsoleShell:
         self._closed = False
         self.oops_seen = False
         self.kicks = 0  # blank lines sent to push stuck console input through
+        # a board's console: kernel lines are cut out of what commands print (they stay in the log)
+        self.scrub_kernel_lines = False
+        self.kernel_lines_scrubbed = 0
 
     @property
     def received(self) -> int:
@@ -148,11 +158,53 @@ class ConsoleShell:
         scan_from = max(0, len(self._history) - 64)
         self._buffer += chunk
         self._history += chunk
+        if self.scrub_kernel_lines:
+            self._scrub(max(0, len(self._buffer) - len(chunk) - MAX_KERNEL_LINE))
         if OOPS.search(self._history, scan_from):
             self.oops_seen = True
         if PANIC.search(self._history, scan_from):
             self._drain(CRASH_GRACE_S)
             self._raise_dead("the guest kernel panicked")
+
+    def _scrub(self, start: int) -> None:
+        """Cut every whole kernel console line from the buffer at or after ``start``."""
+        data = bytes(self._buffer)
+        kept, last = [], start
+        for line in KERNEL_CONSOLE_LINE.finditer(data, start):
+            kept.append(data[last : line.start()])
+            last = line.end()
+        if kept:
+            self.kernel_lines_scrubbed += len(kept)
+            self._buffer[start:] = b"".join(kept) + data[last:]
+
+    def settle(self, quiet_s: float, timeout_s: float) -> bytes:
+        """Whatever the console says until it has been quiet for ``quiet_s`` (at most ``timeout_s``):
+        returned and consumed (a login prompt, a shell prompt, boot messages)."""
+        deadline = time.monotonic() + timeout_s
+        quiet_until = time.monotonic() + quiet_s
+        while (now := time.monotonic()) < min(deadline, quiet_until):
+            before = self._visible()
+            self._receive(min(deadline, quiet_until) - now)
+            if self._visible() > before:  # kernel lines, whole or still arriving, are no answer
+                quiet_until = time.monotonic() + quiet_s
+        cut = self._visible()  # a kernel line still arriving stays, to be cut out once whole
+        text = bytes(self._buffer[:cut])
+        del self._buffer[:cut]
+        return text
+
+    def _visible(self) -> int:
+        """The buffer's length without a kernel line still arriving at its end (when scrubbing)."""
+        partial = PARTIAL_KERNEL_LINE.search(self._buffer) if self.scrub_kernel_lines else None
+        return partial.start() if partial is not None else len(self._buffer)
+
+    def send(self, data: bytes) -> None:
+        """Raw bytes to the console (a login name, a password, Ctrl-C)."""
+        self._send(data)
+
+    def note(self, text: str) -> None:
+        """A line of the kit's own in the console log (what it did; a password is never written)."""
+        self._log.write(text.encode(errors="replace"))
+        self._log.flush()
 
     def drain(self, grace_s: float) -> bool:
         """Log whatever arrives for up to ``grace_s``; True if the channel closed meanwhile."""
