@@ -210,10 +210,12 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG (linux/prctl.h)
 
 
-def start_qemu(command: list[str], stderr: IO[bytes]) -> subprocess.Popen[bytes]:
-    """QEMU with the guest's console on stdin/stdout and its own messages on ``stderr``."""
+def start_qemu(command: list[str], stderr: IO[bytes], stdout: IO[bytes] | int = subprocess.PIPE,
+               ) -> subprocess.Popen[bytes]:
+    """QEMU with the guest's console on stdin/stdout and its own messages on ``stderr`` (``stdout``: a file
+    when the console is elsewhere, e.g. ``-serial pty``, whose path QEMU prints there)."""
     try:
-        return subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        return subprocess.Popen(command, stdin=subprocess.PIPE, stdout=stdout,
                                 stderr=stderr, start_new_session=True, preexec_fn=_die_with_parent)
     except OSError as err:
         raise InfraError(f"cannot start {command[0]}: {err.strerror}; run `invoke setup` (it installs QEMU)") from err

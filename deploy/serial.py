@@ -37,8 +37,10 @@ from kit.errors import KitError, UserError
 
 DEFAULT_REMOTE_WORK_DIR = "/tmp/kmodkit"
 POLL_S = 0.05  # pyserial's read timeout: how long one read waits for a first byte
-KIT_SHELL_MARK = "KIT_CONSOLE"  # exported by the kit's shell: a later attach knows it is already inside it
-ENTER_KIT_SHELL = f"stty -echo 2>/dev/null; {KIT_SHELL_MARK}=1 sh /proc/self/fd/0; stty echo 2>/dev/null"
+# Exported by the kit's shell, "login" when the kit logged in to start it (else "shell"): a later attach
+# (after a run that was killed) knows it is inside it already, and whether to log out at the end.
+KIT_SHELL_MARK = "KIT_CONSOLE"
+ENTER_KIT_SHELL = "stty -echo 2>/dev/null; {mark}={how} sh /proc/self/fd/0; stty echo 2>/dev/null"
 # What a console says at each step of a login (getty, login(1), busybox login, a shell's prompt).
 LOGIN_PROMPT = re.compile(rb"(?i)login: *$")
 PASSWORD_PROMPT = re.compile(rb"(?i)password: *$")
@@ -265,11 +267,15 @@ class SerialTransport:
 
     def _enter_kit_shell(self, shell: ConsoleShell, deadline: float) -> None:
         """Start the kit's own shell, unless the console is in one already (a run that was killed)."""
-        status, output, _ = shell.run_bytes(f"echo ${{{KIT_SHELL_MARK}:-0}}", self.target.command_timeout_s)
-        if status == 0 and output.strip() == b"1":
-            shell.note("\n# the console is in a kit shell already (left by an earlier run)\n")
+        status, output, _ = shell.run_bytes(f"echo ${{{KIT_SHELL_MARK}:-none}}", self.target.command_timeout_s)
+        found = output.strip().decode(errors="replace") if status == 0 else "none"
+        if found in ("login", "shell"):
+            shell.note(f"\n# the console is in a kit shell already (left by an earlier run that started it "
+                       f"from a {found})\n")
+            self._logged_in = self._logged_in or found == "login"
         else:
-            shell.send(ENTER_KIT_SHELL.encode() + b"\r")
+            how = "login" if self._logged_in else "shell"
+            shell.send(ENTER_KIT_SHELL.format(mark=KIT_SHELL_MARK, how=how).encode() + b"\r")
         self._entered = True
         shell.handshake(max(5.0, deadline - time.monotonic()))
 

@@ -23,7 +23,7 @@ import serial
 
 from deploy.console import KERNEL_CONSOLE_LINE
 from deploy.initramfs import CpioEntry, cached_base, cpio_newc, directory, gzip_padded, regular_file
-from deploy.qemu import qemu_command, stop_process
+from deploy.qemu import qemu_command, start_qemu, stop_process
 from kbuild.kernels import KernelTree
 from kbuild.targets import QemuSpec
 from tests.boards.guest import BoardError, free_port
@@ -130,8 +130,7 @@ def start_serial_board(spec: QemuSpec, tree: KernelTree, busybox: Path, work: Pa
     backend = "pty" if link == "pty" else f"tcp:127.0.0.1:{port},server=on,wait=off"
     stderr_path = work / "qemu.out"  # QEMU names the pty on its stdout
     with stderr_path.open("wb") as out:
-        process = subprocess.Popen(serial_qemu_command(spec, tree, initrd, backend), stdin=subprocess.DEVNULL,
-                                   stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        process = start_qemu(serial_qemu_command(spec, tree, initrd, backend), out, stdout=out)
     deadline = time.monotonic() + boot_s
     try:
         device = f"socket://127.0.0.1:{port}"
