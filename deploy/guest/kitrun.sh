@@ -21,6 +21,7 @@ mkdir -p "$out/vmallocinfo" "$out/modules" "$out/sections" "$out/insmod"
 kptr=/proc/sys/kernel/kptr_restrict
 read -r kptr_was < "$kptr"
 trap 'echo "$kptr_was" > "$kptr"' EXIT
+trap 'exit 130' INT TERM HUP  # a plan cut short (Ctrl-C on a console, pkill) still puts it back
 echo 1 > "$kptr"
 
 # Globals, before the first module (a later batch of the same run appends to status.txt and keeps them).

@@ -121,12 +121,13 @@ def wait_for_login(device: str, deadline: float) -> bytes:
 
 
 def start_serial_board(spec: QemuSpec, tree: KernelTree, busybox: Path, work: Path, *, password: str,
-                       link: str = "pty", noise_ms: int = 0, boot_s: float = 120.0) -> SerialBoard:
+                       link: str = "pty", noise_ms: int = 0, boot_s: float = 120.0,
+                       port: int | None = None) -> SerialBoard:
     """Boot the guest with its console on a pty (``link="pty"``) or a TCP server on 127.0.0.1
-    (``link="socket"``) and wait for its login prompt."""
+    (``link="socket"``, on ``port``: the same URL after a power-cycle) and wait for its login prompt."""
     work.mkdir(parents=True, exist_ok=True)
     initrd = build_serial_initramfs(busybox, password, noise_ms, work / "serial-initrd.gz", work / "initramfs-cache")
-    port = free_port()
+    port = port or free_port()
     backend = "pty" if link == "pty" else f"tcp:127.0.0.1:{port},server=on,wait=off"
     stderr_path = work / "qemu.out"  # QEMU names the pty on its stdout
     with stderr_path.open("wb") as out:
