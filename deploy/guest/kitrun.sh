@@ -24,13 +24,19 @@ trap 'echo "$kptr_was" > "$kptr"' EXIT
 trap 'exit 130' INT TERM HUP  # a plan cut short (Ctrl-C on a console, pkill) still puts it back
 echo 1 > "$kptr"
 
+rcdir="$out-rc"  # beside the output, under the kit's own directory (removed with it on a board)
+mkdir -p "$rcdir"
+
 # Globals, before the first module (a later batch of the same run appends to status.txt and keeps them).
+# meminfo.txt last, with the shell's own read and echo: its VmallocUsed is compared with the first
+# module's before snapshot, and no process may start or end between the two (a thread stack is a vmalloc
+# area, and one freed by an exiting process may be freed later, kernel/fork.c free_thread_stack).
 if [ ! -f "$out/status.txt" ]; then
 	: > "$out/status.txt"
-	cat /proc/meminfo > "$out/meminfo.txt"
 	cat /proc/cmdline > "$out/cmdline.txt"
 	cat /proc/iomem > "$out/iomem.txt"
 	cat /proc/zoneinfo > "$out/zoneinfo.txt"
+	while IFS= read -r line; do echo "$line"; done < /proc/meminfo > "$out/meminfo.txt"
 fi
 
 # sections/M.txt: "<section name> <content>" per file of /sys/module/M/sections (dot files included),
@@ -43,9 +49,6 @@ dump_sections() {
 # Nothing forks between meminfo.txt and the first snapshot, nor between a snapshot and the insmod or
 # rmmod it brackets (a forked process's stack is a vmalloc area on ARM since VMAP_STACK): the groups are
 # split with IFS, the exit statuses kept in files read with the shell's own `read`.
-rcdir="$out-rc"  # beside the output, under the kit's own directory (removed with it on a board)
-mkdir -p "$rcdir"
-
 load() {
 	cat /proc/vmallocinfo > "$out/vmallocinfo/$1.before.txt"
 	echo "kit: begin $1" > /dev/kmsg
