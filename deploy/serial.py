@@ -45,6 +45,9 @@ ENTER_KIT_SHELL = "stty -echo 2>/dev/null; {mark}={how} sh /proc/self/fd/0; stty
 LOGIN_PROMPT = re.compile(rb"(?i)login: *$")
 PASSWORD_PROMPT = re.compile(rb"(?i)password: *$")
 LOGIN_REFUSED = re.compile(rb"(?i)login incorrect|incorrect password|authentication failure|permission denied")
+# A shell prompt ("~ # ", "$ ", "> "), maybe followed by a terminal query (busybox ash asks ESC[6n).
+SHELL_PROMPT = re.compile(rb"[#$>%] ?(?:\x1b\[[0-9;?]*[A-Za-z])*\s*$")
+SILENT_POKES = 3  # Enter pressed this often with no answer at all: a shell without a prompt (the kit's own)
 MAX_LOGIN_ATTEMPTS = 3
 FETCH_ALLOWANCE_BYTES = 1 << 20  # a fetch's deadline: the command's, plus this much at the line's rate
 BITS_PER_BYTE = 10  # 8N1: a start bit, 8 data bits, a stop bit
@@ -219,7 +222,7 @@ class SerialTransport:
         """From whatever the console shows to the kit's shell: log in at a login prompt, answer a
         password prompt, and take any shell that runs the handshake command."""
         shell = self._ready_shell(check_busy=False)
-        users = passwords = 0
+        users = passwords = silent = 0
         shell.send(b"\r")
         while True:
             remaining = deadline - time.monotonic()
@@ -242,10 +245,12 @@ class SerialTransport:
                                              f"check serial.user ({self.target.user!r}) and the password")
                 shell.note(f"\n# login as {self.target.user}\n")
                 shell.send(self.target.user.encode() + b"\r")
-            elif self._answers(shell, min(3.0, max(0.5, remaining))):
+            elif (SHELL_PROMPT.search(text) or silent >= SILENT_POKES) and \
+                    self._answers(shell, min(3.0, max(0.5, remaining))):
                 self._enter_kit_shell(shell, deadline)
                 return
-            else:
+            else:  # boot messages, a banner, or nothing yet (a console server or pty still connecting)
+                silent = silent + 1 if not text.strip() else 0
                 shell.send(b"\r")
 
     def _answer_password(self, shell: ConsoleShell, attempt: int) -> None:
