@@ -36,8 +36,9 @@ def write_guest_files(bundle_dir: Path, files: Mapping[str, bytes], expected: fr
                                                                                                       list[str]]:
     """Write the files of ``files`` whose name is in ``expected`` under ``bundle_dir``; return them and the
     names refused (anything else the guest sent: a host file's name, a directory, a path that escapes)."""
+    kept = [name for name in FIRST_BATCH_FILES if (bundle_dir / name).is_file()]
     written = [_write(bundle_dir / name, _merged(bundle_dir / name, data) if name in APPENDED_FILES else data)
-               for name, data in sorted(files.items()) if name in expected]
+               for name, data in sorted(files.items()) if name in expected and name not in kept]
     refused = sorted(name for name in files if name not in expected)
     return written, refused
 
@@ -45,6 +46,10 @@ def write_guest_files(bundle_dir: Path, files: Mapping[str, bytes], expected: fr
 # Files every plan run appends to: after a power-cycle the board's copy starts again, so the lines the
 # bundle already holds (from before) are kept and the new ones added after them.
 APPENDED_FILES = ("status.txt",)
+# Files the plan writes once, before the first module (guest/kitrun.sh "Globals"): after a power-cycle
+# the new boot writes them again, but the bundle keeps the ones read with the first module's snapshots
+# (meminfo.txt's VmallocUsed is checked against vmallocinfo/<first module>.before.txt).
+FIRST_BATCH_FILES = ("meminfo.txt", "cmdline.txt", "iomem.txt", "zoneinfo.txt")
 
 
 def _merged(path: Path, data: bytes) -> bytes:

@@ -115,9 +115,11 @@ class SerialChannel:
 def open_port(target: SerialTarget) -> Any:
     """The port, opened exclusively (a flock on a device; a second kit run or pyserial user is refused)."""
     where = target.device
+    # a write that blocks (a console that takes no input) ends after the command deadline; pyserial's
+    # rfc2217 client has no write timeout (its writes go to a socket, bounded by TCP)
+    bounded = {} if where.startswith("rfc2217://") else {"write_timeout": target.command_timeout_s}
     try:
-        return serial.serial_for_url(where, baudrate=target.baud, timeout=POLL_S,
-                                     write_timeout=target.command_timeout_s, exclusive=True)
+        return serial.serial_for_url(where, baudrate=target.baud, timeout=POLL_S, exclusive=True, **bounded)
     except ValueError as err:
         raise UserError(f"serial device {where!r}: {err}; give a device path (/dev/ttyUSB0) or a URL "
                         "(socket://host:port, rfc2217://host:port)") from err
@@ -157,7 +159,7 @@ class SerialTransport:
         self._shell: ConsoleShell | None = None
         self._logged_in = False  # the kit logged in: it logs out at the end
         self._entered = False  # the kit started its own shell: it leaves it at the end
-        self._busy = False  # a command timed out: its shell must be interrupted before the next one
+        self._busy = False  # a command did not return: its shell must be interrupted before the next one
         self.push_stats: list[tuple[int, int, float]] = []  # (file bytes, bytes on the line, seconds)
 
     @property
@@ -304,11 +306,10 @@ class SerialTransport:
 
     def run(self, command: str, timeout_s: float) -> CommandResult:
         shell = self._ready_shell()
-        try:
-            return shell.run(command, timeout_s)
-        except CommandTimeout:
-            self._busy = True
-            raise
+        self._busy = True  # until it returns: a timeout or an interrupt (Ctrl-C on the host) leaves it running
+        result = shell.run(command, timeout_s)
+        self._busy = False
+        return result
 
     def push(self, files: Mapping[str, Path]) -> None:
         """Before boot: recorded. After: each file gzip'd and base64'd through the console, gunzip's CRC
@@ -332,11 +333,9 @@ class SerialTransport:
         shell = self._ready_shell()
         wire = len(base64.encodebytes(gzip.compress(data, compresslevel=6, mtime=0)))
         timeout = self.target.command_timeout_s + 2 * self.target.seconds_for(wire)
-        try:
-            elapsed = shell.push_file(remote, data, timeout)
-        except CommandTimeout:
-            self._busy = True
-            raise
+        self._busy = True
+        elapsed = shell.push_file(remote, data, timeout)
+        self._busy = False
         check = self.run(f"md5sum {shell_quote(remote)}", self.target.command_timeout_s)
         found = check.output.split()[0] if check.ok and check.output.split() else "(md5sum failed)"
         if found != digest:
@@ -350,11 +349,10 @@ class SerialTransport:
         """Every regular file under ``remote_dir`` (deploy.console: one archive, framed files as fallback)."""
         shell = self._ready_shell()
         timeout = self.target.command_timeout_s + self.target.seconds_for(FETCH_ALLOWANCE_BYTES)
-        try:
-            return shell.fetch_files(remote_dir, timeout)
-        except CommandTimeout:
-            self._busy = True
-            raise
+        self._busy = True
+        files = shell.fetch_files(remote_dir, timeout)
+        self._busy = False
+        return files
 
     # -- leaving -----------------------------------------------------------------------------------
 

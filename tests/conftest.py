@@ -103,3 +103,15 @@ def host_shell(tmp_path: Path) -> Iterator[ConsoleShell]:
     process.kill()
     process.wait()
     shell.close()
+
+
+def module_of_another_kernel(out_dir: Path) -> tuple[Path, str]:
+    """A real module built for another 6.1 kernel than the cached one: tests/data/ko/6.1/crc7.ko (built for
+    6.1.0-50-armmp), copied; when Debian's mirror serves that very kernel, the copy's vermagic release is
+    rewritten to another ABI number of the same length. Returns the copy and the release it claims."""
+    data = (Path(__file__).parent / "data" / "ko" / "6.1" / "crc7.ko").read_bytes()
+    built_for, cached = "6.1.0-50-armmp", debian_kernel("6.1").release
+    claims = built_for if cached != built_for else "6.1.0-49-armmp"
+    out = out_dir / "crc7.ko"
+    out.write_bytes(data.replace(f"vermagic={built_for} ".encode(), f"vermagic={claims} ".encode()))
+    return out, claims

@@ -147,3 +147,54 @@ def start_serial_board(spec: QemuSpec, tree: KernelTree, busybox: Path, work: Pa
         stop_process(process, lambda _line: None, wait_s=0.0)
         raise
     return SerialBoard(device, password, process, work)
+
+
+class Rfc2217Server:
+    """A console server speaking RFC 2217 (telnet COM-port control) on 127.0.0.1, in front of a console
+    ``device`` (any pyserial URL), built on pyserial's own server side (``serial.rfc2217.PortManager``,
+    as its rfc2217_server example): what ser2net or a terminal server offers a lab."""
+
+    def __init__(self, device: str) -> None:
+        import socket
+        import threading
+
+        self.port: Any = serial.serial_for_url(device, baudrate=115200, timeout=0.1)
+        self.listener = socket.create_server(("127.0.0.1", free_port()))
+        self.url = f"rfc2217://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.alive = True
+        self.client: Any = None
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def write(self, data: bytes) -> None:  # PortManager's connection: telnet replies to the client
+        if self.client is not None:
+            self.client.sendall(data)
+
+    def _serve(self) -> None:
+        import threading
+
+        from serial.rfc2217 import PortManager
+
+        self.client, _ = self.listener.accept()
+        manager = PortManager(self.port, self)
+        threading.Thread(target=self._to_client, args=(manager,), daemon=True).start()
+        try:
+            while self.alive and (data := self.client.recv(1024)):
+                self.port.write(b"".join(manager.filter(data)))
+        except OSError:
+            pass
+
+    def _to_client(self, manager: Any) -> None:
+        try:
+            while self.alive:
+                data = self.port.read(self.port.in_waiting or 1)
+                if data:
+                    self.write(b"".join(manager.escape(data)))
+        except (OSError, serial.SerialException):
+            pass
+
+    def stop(self) -> None:
+        self.alive = False
+        for end in (self.client, self.listener):
+            if end is not None:
+                end.close()
+        self.port.close()

@@ -18,7 +18,7 @@ import pytest
 from deploy.serial import SerialTarget, SerialTransport
 from tests.boards.conftest import SERIAL_PASSWORD
 from tests.boards.guest import BoardError
-from tests.boards.serial_guest import SerialBoard, start_serial_board, wait_for_login
+from tests.boards.serial_guest import Rfc2217Server, SerialBoard, start_serial_board, wait_for_login
 from tests.boards.test_board_run import REPO, checks_by_id, edited_example, verdict
 from tests.conftest import debian_busybox, debian_kernel, debian_target
 
@@ -131,3 +131,22 @@ def test_a_kit_shell_left_by_a_killed_run_is_taken_over_and_left(console_server_
     log = (tmp_path / "next" / "boot.log").read_text(errors="replace")
     assert "in a kit shell already (left by an earlier run that started it from a login)" in log
     assert at_login_prompt(device)
+
+
+def test_transport_over_an_rfc2217_console_server(console_server_board: SerialBoard, tmp_path: Path) -> None:
+    """``rfc2217://``: the kit negotiates the COM-port options with a telnet console server in front of the
+    board's console, logs in, pushes (md5 checked), runs, and logs out."""
+    server = Rfc2217Server(console_server_board.device)
+    try:
+        payload = tmp_path / "small.bin"
+        payload.write_bytes(os.urandom(20 * 1024))
+        with SerialTransport(SerialTarget(server.url, password=SERIAL_PASSWORD), tmp_path / "w") as console:
+            console.boot()
+            assert console.run("uname -r", 30).output.strip() == debian_kernel("6.1").release
+            console.push({"/tmp/kmodkit/small.bin": payload})
+            assert len(console.push_stats) == 1
+        assert "# login as root" in (tmp_path / "w" / "boot.log").read_text(errors="replace")
+    finally:
+        server.stop()
+    assert at_login_prompt(console_server_board.device)
+    assert "No such file" in serial_state(console_server_board.device, tmp_path / "state")

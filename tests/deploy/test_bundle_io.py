@@ -38,3 +38,21 @@ def test_the_expected_names_follow_the_guest_plan() -> None:
     for pattern in GUEST_MODULE_FILES:
         assert f'"$out/{pattern.format(m="$1")}"' in plan, pattern
     assert len(guest_output_names(["a", "b"])) == len(GUEST_GLOBAL_FILES) + 2 * len(GUEST_MODULE_FILES)
+
+
+def test_a_later_batch_from_a_new_boot_keeps_the_first_globals_and_appends_status(tmp_path: Path) -> None:
+    """After a power-cycle the plan runs on a new boot and writes its globals again: the bundle keeps the
+    ones read with the first module's snapshots, and status.txt holds both boots' lines."""
+    expected = guest_output_names(["kit_vmalloc", "crc7"])
+    first = {"meminfo.txt": b"VmallocUsed:         740 kB\n", "cmdline.txt": b"boot one\n",
+             "status.txt": b"kit_vmalloc insmod=0 rmmod=0\n"}
+    write_guest_files(tmp_path, first, expected)
+    again = {"meminfo.txt": b"VmallocUsed:         748 kB\n", "cmdline.txt": b"boot two\n",
+             "status.txt": b"crc7 insmod=0 rmmod=0\n", "vmallocinfo/crc7.before.txt": b"0xf0800000-0xf0802000 8\n"}
+    written, refused = write_guest_files(tmp_path, again, expected)
+    assert refused == []
+    assert (tmp_path / "meminfo.txt").read_bytes() == first["meminfo.txt"]
+    assert (tmp_path / "cmdline.txt").read_bytes() == b"boot one\n"
+    assert (tmp_path / "status.txt").read_bytes() == b"kit_vmalloc insmod=0 rmmod=0\ncrc7 insmod=0 rmmod=0\n"
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in written) == ["status.txt",
+                                                                         "vmallocinfo/crc7.before.txt"]

@@ -16,6 +16,7 @@ import pytest
 from deploy.bundle_io import guest_output_names
 from deploy.errors import CommandTimeout, DeployError, FramingError, TransportLost
 from deploy.session import GuestPaths, guest_files, plan_command
+from tests.boards.test_board_faults import slow_module
 from tests.deploy.conftest import kernel
 from tests.faults.conftest import (
     FaultRow,
@@ -74,13 +75,14 @@ def test_qemu_stopped_mid_plan_times_out_and_the_kit_kills_it(tmp_path: Path) ->
             stopped.append((qpid, time.monotonic()))
 
     timer = threading.Timer(1.0, stop)
+    slow = slow_module(tmp_path, 8000)  # the user's batch lasts 8 s: QEMU is stopped 1 s into it
 
     def log(line: str) -> None:
-        if line.startswith("boot: "):  # the guest is up, the plan starts now: stop QEMU 1 s into it
-            timer.start()
+        if line.startswith("fetch: ") and not timer.is_alive() and not stopped and not timer.finished.is_set():
+            timer.start()  # the kit's batch is in: the user's starts now
 
     try:
-        outcome = run_session(tmp_path, log=log, plan_timeout_s=10.0)
+        outcome = run_session(tmp_path, [slow], log=log, plan_timeout_s=10.0)
         ended = time.monotonic()
         left = left_behind(os.getpid())
     finally:
