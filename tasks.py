@@ -240,6 +240,41 @@ def run(c: Any, target: str | None = None, mem: str | None = None, append: str |
             raise Exit(code=outcome.exit_code)
 
 
+@task(help={**RUN_HELP, "iterations": "stop after this many runs (default: until Ctrl-C)"}, iterable=["module"])
+def watch(c: Any, target: str | None = None, mem: str | None = None, append: str | None = None,
+          module: list[str] | None = None, kdir: str | None = None, image: str | None = None,
+          dtb: str | None = None, timeout: float | None = None, results: str | None = None,
+          board: str | None = None, iterations: int = 0) -> None:
+    """Boot once, run the suite, and run it again on the same guest after every change of a template or of
+    a --module file: each verdict, and what newly fails or passes. Ctrl-C powers the guest off."""
+    from analysis.verify.report import summary_line
+    from kit.watch import Iteration, WatchLoop
+
+    def report(it: Iteration) -> None:
+        outcome = it.outcome
+        assert outcome.verdict is not None
+        how = "fresh boot" if it.fresh_boot else "warm"
+        print(f"[{it.number}] {summary_line(outcome.verdict.checks)}  {it.elapsed_s:.2f} s ({how}), "
+              f"status {outcome.verdict.status}, bundle {outcome.bundle_dir}", flush=True)
+        for label, ids in (("newly failing", it.newly_failing), ("newly passing", it.newly_passing)):
+            if ids:
+                print(f"    {label}: {', '.join(ids[:20])}{' ...' if len(ids) > 20 else ''}", flush=True)
+        if outcome.verdict.run_error:
+            print(f"    run error: {outcome.verdict.run_error}", flush=True)
+        if it.restarts_next:
+            print("    the guest will be booted afresh for the next run", flush=True)
+
+    with _exit_codes():
+        request = _request(target, mem, append, module, kdir, image, dtb, timeout, results, board)
+        loop = WatchLoop(request, lambda _line: None)
+        try:
+            print(f"watching {request.templates_dir} and {len(request.user_modules)} --module file(s); "
+                  "Ctrl-C to stop", flush=True)
+            loop.watch(report, keep_going=lambda: not iterations or loop.iterations < iterations)
+        finally:
+            loop.close()
+
+
 @task(help={
     "arch": "arm (full model); others are not modelled",
     "kernel": "kernel version as people type it: 3.18, 6.1, 6.1.0-50-armmp",

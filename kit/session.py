@@ -53,7 +53,9 @@ class RunSession:
     through the console afterwards (an edit-and-run cycle costs the boot, not boot + build).
     """
 
-    def __init__(self, request: RunRequest, log: Log) -> None:
+    def __init__(self, request: RunRequest, log: Log, transport: Transport | None = None) -> None:
+        """``transport``: a target that is up already and outlives this run (``invoke watch``'s warm guest);
+        by default the run makes its own (QEMU, or the board's link)."""
         # the --module files, checked from the files alone before any phase (a bad one: UserError, exit 2)
         self._user_checked: list[UserModule] = check_user_modules(request)
         self.request = request
@@ -64,7 +66,7 @@ class RunSession:
         self._built: list[BuiltModule] | None = None
         self._shipped: list[Path] | None = None
         self._user: list[Path] | None = None
-        self._transport: Transport | None = None
+        self._transport: Transport | None = transport
         self._work: Path | None = None
         # generated/<target> (rendered sources, Kbuild output, shipped modules) is shared by every run of
         # this checkout: one run at a time renders, builds and strips there.
@@ -300,6 +302,10 @@ class RunSession:
                 (bundle / "traceback.txt").write_text(text)
                 where = f"; traceback in {bundle / 'traceback.txt'}"
         return InfraError(f"internal error {type(err).__name__}: {err}{where} (please report it)")
+
+    def close(self) -> None:
+        """Drop this session's QEMU work directory (a transport it made and handed on is the taker's)."""
+        self._remove_work_dir()
 
     def _remove_work_dir(self) -> None:
         if self._work is not None:

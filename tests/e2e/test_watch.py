@@ -1,0 +1,124 @@
+"""`invoke watch`'s warm guest (issue 11): the same checks and verdicts as a cold run, five times in a row on
+one boot; a run after an edit rebuilds and pushes only what changed; a module that leaks or crashes the
+guest is reported as in a cold run and the next run starts from a fresh boot."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from kbuild.make import build_module_dir
+from kbuild.render import TEMPLATES_DIR
+from kbuild.targets import load_target
+from kit.pipeline import RunOutcome
+from kit.request import RunRequest
+from kit.session import RunSession
+from kit.watch import Iteration, WatchLoop
+from tests.conftest import debian_kernel, target_toolchain
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[2]
+FAULTS = REPO / "tests" / "faults" / "data"
+
+
+def checks(outcome: RunOutcome) -> dict[str, str]:
+    assert outcome.verdict is not None
+    return {c.id: c.status for c in outcome.verdict.checks}
+
+
+def fault_module(name: str, tmp_path: Path) -> Path:
+    shutil.copytree(FAULTS / name, tmp_path / name)
+    (built,) = build_module_dir(debian_kernel("6.1"), target_toolchain("6.1"), tmp_path / name)
+    return built.ko
+
+
+def test_five_warm_runs_give_the_cold_runs_checks_and_verdicts(tmp_path: Path) -> None:
+    request = RunRequest(load_target("arm-6.1"), results_root=tmp_path / "results")
+    cold = checks(RunSession(request, lambda _line: None).run())
+    assert len(cold) > 400 and set(cold.values()) <= {"pass", "skip"}
+    loop = WatchLoop(request, lambda _line: None)
+    try:
+        runs = [loop.iterate() for _ in range(6)]
+    finally:
+        loop.close()
+    assert runs[0].fresh_boot and not any(run.fresh_boot for run in runs[1:])  # one boot for all six
+    for run in runs:
+        assert checks(run.outcome) == cold, run.number
+        assert not run.restarts_next and not run.newly_failing
+    assert loop.warm.boots == 1
+
+
+def test_a_leak_is_reported_and_the_next_run_boots_afresh(tmp_path: Path) -> None:
+    leak = fault_module("fault_leak", tmp_path)
+    request = RunRequest(load_target("arm-6.1"), user_modules=(leak,), results_root=tmp_path / "results")
+    loop = WatchLoop(request, lambda _line: None)
+    try:
+        first, second = loop.iterate(), loop.iterate()
+    finally:
+        loop.close()
+    for run in (first, second):
+        failing = [k for k, v in checks(run.outcome).items() if v in ("fail", "error")]
+        assert failing == ["fault_leak.no_leak"], failing  # as in a cold run (tests/faults)
+        assert run.restarts_next
+    assert first.newly_failing == ("fault_leak.no_leak",) and second.newly_failing == ()
+    assert first.fresh_boot and second.fresh_boot and loop.warm.boots == 2
+
+
+def test_a_crash_is_reported_and_the_next_run_boots_afresh(tmp_path: Path) -> None:
+    oops = fault_module("fault_oops", tmp_path)
+    request = RunRequest(load_target("arm-6.1"), user_modules=(oops,), results_root=tmp_path / "results")
+    loop = WatchLoop(request, lambda _line: None)
+    try:
+        first, second = loop.iterate(), loop.iterate()
+    finally:
+        loop.close()
+    for run in (first, second):
+        assert run.outcome.verdict is not None and run.outcome.verdict.status == "error"
+        assert "Internal error" in (run.outcome.verdict.run_error or "")
+        assert checks(run.outcome)["kit_vmalloc.no_leak"] == "pass"  # the kit's batch ran before the crash
+        assert run.restarts_next
+    assert second.fresh_boot and loop.warm.boots == 2
+
+
+def test_an_edit_reruns_on_the_warm_guest_pushing_only_the_rebuilt_module(tmp_path: Path) -> None:
+    """watch(): a template edited after the first verdict (a copy of templates/) gives a second run on the
+    same guest; only the edited family's module is rebuilt and goes through the console."""
+    templates = tmp_path / "templates"
+    shutil.copytree(TEMPLATES_DIR, templates)
+    request = RunRequest(load_target("arm-6.1"), results_root=tmp_path / "results",
+                         generated_root=tmp_path / "generated", templates_dir=templates)
+    lines: list[str] = []
+    loop = WatchLoop(request, lines.append)
+    seen: list[Iteration] = []
+
+    first_run_lines: list[int] = []
+
+    def report(run: Iteration) -> None:
+        seen.append(run)
+        if len(seen) == 1:  # the author saves an edit
+            first_run_lines.append(len(lines))
+            edit = 'MODULE_INFO(kit_edit, "1");\n'  # changes the module's bytes (a comment would not)
+            threading.Timer(0.5, lambda: (templates / "modules" / "kmap.c.j2").open("a").write(edit)).start()
+
+    try:
+        loop.watch(report, keep_going=lambda: len(seen) < 2)
+    finally:
+        loop.close()
+    assert [run.fresh_boot for run in seen] == [True, False]
+    assert checks(seen[1].outcome) == checks(seen[0].outcome)
+    pushed = [line for line in lines[first_run_lines[0]:] if "through the console" in line]
+    assert len(pushed) == 1 and "kit_kmap.ko" in pushed[0], pushed
+
+
+def test_invoke_watch_stops_after_its_iterations() -> None:
+    done = subprocess.run([sys.executable, "-m", "invoke", "watch", "--iterations", "1"], cwd=REPO,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "[1] 480 checks: 478 pass, 0 fail, 2 skip, 0 error" in done.stdout
+    assert "(fresh boot), status pass" in done.stdout
