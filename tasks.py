@@ -247,20 +247,23 @@ def watch(c: Any, target: str | None = None, mem: str | None = None, append: str
           board: str | None = None, iterations: int = 0) -> None:
     """Boot once, run the suite, and run it again on the same guest after every change of a template or of
     a --module file: each verdict, and what newly fails or passes. Ctrl-C powers the guest off."""
-    from analysis.verify.report import summary_line
-    from kit.watch import Iteration, WatchLoop
+    from kit.watch import Iteration, WatchLoop, suite_summary
 
     def report(it: Iteration) -> None:
-        outcome = it.outcome
-        assert outcome.verdict is not None
+        if it.error is not None:
+            print(f"[{it.number}] build failed: {it.error}; waiting for the next change", flush=True)
+            return
+        if it.outcome is None:
+            print(f"[{it.number}] no module changed (the .ko files are byte-identical): nothing to run", flush=True)
+            return
         how = "fresh boot" if it.fresh_boot else "warm"
-        print(f"[{it.number}] {summary_line(outcome.verdict.checks)}  {it.elapsed_s:.2f} s ({how}), "
-              f"status {outcome.verdict.status}, bundle {outcome.bundle_dir}", flush=True)
+        print(f"[{it.number}] {suite_summary(it.checks)}  {it.elapsed_s:.2f} s ({how}, ran {', '.join(it.ran)}), "
+              f"bundle {it.outcome.bundle_dir}", flush=True)
         for label, ids in (("newly failing", it.newly_failing), ("newly passing", it.newly_passing)):
             if ids:
                 print(f"    {label}: {', '.join(ids[:20])}{' ...' if len(ids) > 20 else ''}", flush=True)
-        if outcome.verdict.run_error:
-            print(f"    run error: {outcome.verdict.run_error}", flush=True)
+        if it.outcome.verdict is not None and it.outcome.verdict.run_error:
+            print(f"    run error: {it.outcome.verdict.run_error}", flush=True)
         if it.restarts_next:
             print("    the guest will be booted afresh for the next run", flush=True)
 

@@ -27,6 +27,7 @@ class WarmTransport:
     def __init__(self, inner: Transport, scratch: Sequence[str]) -> None:
         self.inner, self.scratch = inner, tuple(scratch)
         self.boots = 0  # how many times the inner target was booted (or attached)
+        self._up = False
 
     @property
     def console_log(self) -> Path:
@@ -39,10 +40,16 @@ class WarmTransport:
     def push(self, files: Mapping[str, Path]) -> None:
         self.inner.push(files)
 
+    @property
+    def up(self) -> bool:
+        """Booted (or attached) and not aborted since: the modules it last loaded are known."""
+        return self._up
+
     def boot(self) -> BootResult:
         result = self.inner.boot()
         if result.elapsed_s > 0:
             self.boots += 1
+        self._up = True
         return result
 
     def run(self, command: str, timeout_s: float) -> CommandResult:
@@ -58,6 +65,7 @@ class WarmTransport:
 
     def abort(self) -> None:
         """A run that crashed, hung or was interrupted: stop the target; the next boot() is a fresh one."""
+        self._up = False
         self.inner.abort()
 
     def shutdown(self) -> None:

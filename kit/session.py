@@ -8,7 +8,7 @@ import shutil
 import subprocess
 import tempfile
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -53,15 +53,20 @@ class RunSession:
     through the console afterwards (an edit-and-run cycle costs the boot, not boot + build).
     """
 
-    def __init__(self, request: RunRequest, log: Log, transport: Transport | None = None) -> None:
+    def __init__(self, request: RunRequest, log: Log, transport: Transport | None = None,
+                 tree: KernelTree | None = None) -> None:
         """``transport``: a target that is up already and outlives this run (``invoke watch``'s warm guest);
-        by default the run makes its own (QEMU, or the board's link)."""
+        by default the run makes its own (QEMU, or the board's link). ``tree``: the kernel tree an earlier
+        session of the same request got (its user modules' vermagic checked then)."""
         # the --module files, checked from the files alone before any phase (a bad one: UserError, exit 2)
         self._user_checked: list[UserModule] = check_user_modules(request)
         self.request = request
         self.log = log
         self.outcome = RunOutcome()
-        self._tree: KernelTree | None = None
+        self._tree: KernelTree | None = tree
+        # the modules this run loads (their driver stacks whole); None: all of them (invoke watch reruns
+        # only the modules whose bytes changed)
+        self.only: frozenset[str] | None = None
         self._dirs: list[Path] | None = None
         self._built: list[BuiltModule] | None = None
         self._shipped: list[Path] | None = None
@@ -235,12 +240,15 @@ class RunSession:
             with phase(self.outcome, "build+boot", self.log):
                 self._boot_while_building()
         with phase(self.outcome, "collect", self.log):
-            shipped = self.shipped_modules()
-            kit_modules = shipped[: len(shipped) - len(self.user_modules())]
+            every = self.shipped_modules()
             stacks = driver_stacks(self._user_checked)
+            chosen = self._chosen(stacks)
+            user = [ko for ko in self.user_modules() if chosen(ko)]
+            kit_modules = [ko for ko in every[: len(every) - len(self.user_modules())] if chosen(ko)]
+            shipped = kit_modules + user
             collected = collect_bundle(self.transport(), shipped, bundle, self.log,
                                        plan_timeout_s=self.request.plan_timeout_s, stacks=stacks,
-                                       batches=self._batches(kit_modules, stacks), paths=self.guest_paths,
+                                       batches=self._batches(kit_modules, user, stacks), paths=self.guest_paths,
                                        kernel_release=tree.release if self.request.board is not None else None,
                                        recover=self._power_cycle if self._power is not None else None,
                                        after_batch=lambda _bundle: self._cut_ktap())
@@ -254,11 +262,17 @@ class RunSession:
     def _power(self) -> PowerControl | None:
         return self.request.board.power if self.request.board is not None else None
 
-    def _batches(self, kit_modules: list[Path], stacks: list[list[str]]) -> list[list[Path]]:
+    def _chosen(self, stacks: list[list[str]]) -> Callable[[Path], bool]:
+        """Whether a module runs: all when ``only`` is None, else those named and their stacks' members."""
+        if self.only is None:
+            return lambda _ko: True
+        names = set(self.only) | {m for stack in stacks if set(stack) & self.only for m in stack}
+        return lambda ko: module_name(ko) in names
+
+    def _batches(self, kit_modules: list[Path], user: list[Path], stacks: list[list[str]]) -> list[list[Path]]:
         """The user's modules (the ones that may crash the target) run after the kit's have been fetched; on
         a board that can be power-cycled, each of them (or each driver stack) in a plan run of its own, so
         that a crash loses that one only."""
-        user = self.user_modules()
         if self._power is None:
             return [b for b in (kit_modules, user) if b]
         by_name = {module_name(ko): ko for ko in user}

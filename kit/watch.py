@@ -11,12 +11,15 @@ lost link) or with a leak starts the next iteration from a fresh boot.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from deploy.bundle_io import module_name
 from deploy.warm import WarmTransport
+from kit.errors import KitError
 from kit.pipeline import Log, RunOutcome
 from kit.request import RunRequest
 from kit.session import RunSession
@@ -26,15 +29,24 @@ Fingerprint = tuple[tuple[str, int, int], ...]
 
 @dataclass(frozen=True)
 class Iteration:
-    """One run of the loop: its outcome, how long from its start to the verdict, and what changed."""
+    """One run of the loop: its outcome, how long from its start to the verdict, and what changed.
+
+    ``ran``: the modules this run loaded (all of them on the first run and after a fresh boot, else those
+    whose bytes changed); ``checks``: the suite's verdicts, this run's merged over the last ones of the
+    modules it did not rerun. A run whose modules did not change at all (a comment edited) loads nothing:
+    ``outcome`` is None. A build that fails (the author's compile error) is ``error``, and the loop waits.
+    """
 
     number: int
-    outcome: RunOutcome
+    outcome: RunOutcome | None
     elapsed_s: float
     fresh_boot: bool  # the guest was booted (or attached) for this run
+    ran: tuple[str, ...]
+    checks: dict[str, str]
     newly_failing: tuple[str, ...]
     newly_passing: tuple[str, ...]
     restarts_next: bool  # an error or a leak: the next iteration boots afresh
+    error: str | None = None
 
 
 def watched_files(request: RunRequest) -> list[Path]:
@@ -55,6 +67,21 @@ def fingerprint(paths: list[Path]) -> Fingerprint:
     return tuple(found)
 
 
+def touches(check_id: str, modules: tuple[str, ...]) -> bool:
+    """Whether a check is about one of ``modules``: a word of its id names it (kit_kmap.ktap,
+    vmallocinfo.kit_kmap.*, facts.arch.ko.kit_kmap)."""
+    return any(word in modules for word in check_id.split("."))
+
+
+def merge_checks(previous: dict[str, str], rerun: dict[str, str], modules: tuple[str, ...],
+                 reran: tuple[str, ...]) -> dict[str, str]:
+    """The suite's verdicts after a partial run: this run's for the modules it ran and for the suite-wide
+    checks; the last ones for the modules not rerun (the partial bundle has nothing of them: what it says
+    of them is dropped) and for any check a one-module run cannot compute (one comparing two modules)."""
+    others = tuple(name for name in modules if name not in reran)
+    return {**previous, **{k: v for k, v in rerun.items() if not touches(k, others)}}
+
+
 def needs_fresh_boot(outcome: RunOutcome) -> bool:
     """The guest cannot be trusted for the next run: the run ended in an error, or a module leaked."""
     verdict = outcome.verdict
@@ -72,24 +99,47 @@ class WatchLoop:
         paths = self._maker.guest_paths
         self.warm = WarmTransport(self._maker.transport(), scratch=[paths.out, paths.out + "-rc"])
         self._previous: dict[str, str] | None = None
+        self._digests: dict[str, str] = {}  # module -> sha256 of the .ko the guest last loaded
+        self._tree = self._maker.kernel()
         self.iterations = 0
 
-    def iterate(self) -> Iteration:
+    def iterate(self, everything: bool = False) -> Iteration:
+        """Build what changed and run the modules whose bytes changed (all of them when ``everything``, on
+        the first run, and after a fresh boot); merge their checks into the suite's."""
         started, boots = time.monotonic(), self.warm.boots
-        outcome = RunSession(self.request, self.log, transport=self.warm).run()
-        elapsed = time.monotonic() - started
+        session = RunSession(self.request, self.log, transport=self.warm, tree=self._tree)
+        try:
+            digests = {module_name(ko): hashlib.sha256(ko.read_bytes()).hexdigest()
+                       for ko in session.shipped_modules()}
+        except KitError as err:  # a compile error: say it, keep the guest, wait for the next edit
+            return self._record(started, boots, None, (), {}, error=str(err))
+        changed = tuple(sorted(name for name, digest in digests.items() if self._digests.get(name) != digest))
+        fresh = everything or not self._digests or not self.warm.up
+        if not fresh and not changed:
+            return self._record(started, boots, None, (), self._previous or {})
+        session.only = None if fresh else frozenset(changed)
+        outcome = session.run()
+        self._digests = {} if needs_fresh_boot(outcome) else digests
+        ran = tuple(sorted(digests)) if fresh else changed
         statuses: dict[str, str] = ({c.id: c.status for c in outcome.verdict.checks}
                                    if outcome.verdict is not None else {})
+        merged = statuses if fresh else merge_checks(self._previous or {}, statuses, tuple(digests), ran)
+        return self._record(started, boots, outcome, ran, merged)
+
+    def _record(self, started: float, boots: int, outcome: RunOutcome | None, ran: tuple[str, ...],
+                checks: dict[str, str], error: str | None = None) -> Iteration:
         before = self._previous or {}
-        failing = tuple(sorted(k for k, v in statuses.items() if v in ("fail", "error")
+        failing = tuple(sorted(k for k, v in checks.items() if v in ("fail", "error")
                                and before.get(k, "pass") not in ("fail", "error")))
-        passing = tuple(sorted(k for k, v in statuses.items() if v == "pass" and before.get(k) in ("fail", "error")))
-        self._previous = statuses
+        passing = tuple(sorted(k for k, v in checks.items() if v == "pass" and before.get(k) in ("fail", "error")))
+        if checks:
+            self._previous = checks
         self.iterations += 1
-        restart = needs_fresh_boot(outcome)
+        restart = outcome is not None and needs_fresh_boot(outcome)
         if restart:
             self.warm.abort()
-        return Iteration(self.iterations, outcome, elapsed, self.warm.boots > boots, failing, passing, restart)
+        return Iteration(self.iterations, outcome, time.monotonic() - started, self.warm.boots > boots, ran,
+                         checks, failing, passing, restart, error)
 
     def watch(self, report: Callable[[Iteration], None], poll_s: float = 0.2,
               keep_going: Callable[[], bool] = lambda: True) -> None:
@@ -109,3 +159,10 @@ class WatchLoop:
             self.warm.shutdown()
         finally:
             self._maker.close()
+
+
+def suite_summary(checks: dict[str, str]) -> str:
+    """``N checks: a pass, b fail, c skip, d error`` (invoke run's summary line) of merged verdicts."""
+    count = {status: sum(1 for v in checks.values() if v == status) for status in ("pass", "fail", "skip", "error")}
+    return (f"{len(checks)} checks: {count['pass']} pass, {count['fail']} fail, {count['skip']} skip, "
+            f"{count['error']} error")

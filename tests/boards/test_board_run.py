@@ -139,3 +139,29 @@ def test_driver_stacks_on_the_ssh_board(board: Board, known_hosts: Path, target:
         with SshTransport(target, tmp_path / "undo") as ssh:
             ssh.boot()
             ssh.run("rmmod test_static_key_base", 30)
+
+
+def test_watch_on_the_ssh_board(board: Board, known_hosts: Path, target: SshTarget, tmp_path: Path) -> None:
+    """`invoke watch --board`: one attach, three runs with the same checks and verdicts, the board left as
+    found when the loop ends."""
+    from kbuild.targets import load_target
+    from kit.boards import load_board
+    from kit.request import RunRequest
+    from kit.watch import WatchLoop
+
+    board_file = ssh_board_file(board, known_hosts, tmp_path / "watched.toml")
+    before = board_state(target, tmp_path)
+    the_board = load_board(str(board_file))
+    request = RunRequest(load_target(the_board.target), results_root=tmp_path / "r", board=the_board,
+                         plan_timeout_s=the_board.plan_timeout_s)
+    loop = WatchLoop(request, lambda _line: None)
+    try:
+        runs = [loop.iterate(everything=True) for _ in range(3)]
+    finally:
+        loop.close()
+    assert runs[0].outcome is not None and runs[0].outcome.verdict is not None
+    assert runs[0].outcome.verdict.status == "pass"
+    for run in runs[1:]:
+        assert not run.fresh_boot and run.checks == runs[0].checks
+    assert loop.warm.boots == 1
+    assert board_state(target, tmp_path) == before

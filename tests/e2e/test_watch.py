@@ -27,8 +27,8 @@ REPO = Path(__file__).resolve().parents[2]
 FAULTS = REPO / "tests" / "faults" / "data"
 
 
-def checks(outcome: RunOutcome) -> dict[str, str]:
-    assert outcome.verdict is not None
+def checks(outcome: RunOutcome | None) -> dict[str, str]:
+    assert outcome is not None and outcome.verdict is not None
     return {c.id: c.status for c in outcome.verdict.checks}
 
 
@@ -44,14 +44,17 @@ def test_five_warm_runs_give_the_cold_runs_checks_and_verdicts(tmp_path: Path) -
     assert len(cold) > 400 and set(cold.values()) <= {"pass", "skip"}
     loop = WatchLoop(request, lambda _line: None)
     try:
-        runs = [loop.iterate() for _ in range(6)]
+        runs = [loop.iterate(everything=True) for _ in range(6)]
+        unchanged = loop.iterate()  # nothing edited: no module to load again
     finally:
         loop.close()
     assert runs[0].fresh_boot and not any(run.fresh_boot for run in runs[1:])  # one boot for all six
     for run in runs:
-        assert checks(run.outcome) == cold, run.number
-        assert not run.restarts_next and not run.newly_failing
+        assert run.outcome is not None and checks(run.outcome) == cold, run.number
+        assert run.checks == cold and not run.restarts_next and not run.newly_failing
+        assert len(run.ran) == 5
     assert loop.warm.boots == 1
+    assert unchanged.outcome is None and unchanged.ran == () and unchanged.checks == cold
 
 
 def test_a_leak_is_reported_and_the_next_run_boots_afresh(tmp_path: Path) -> None:
@@ -79,8 +82,8 @@ def test_a_crash_is_reported_and_the_next_run_boots_afresh(tmp_path: Path) -> No
     finally:
         loop.close()
     for run in (first, second):
-        assert run.outcome.verdict is not None and run.outcome.verdict.status == "error"
-        assert "Internal error" in (run.outcome.verdict.run_error or "")
+        assert run.outcome is not None and run.outcome.verdict is not None
+        assert run.outcome.verdict.status == "error" and "Internal error" in (run.outcome.verdict.run_error or "")
         assert checks(run.outcome)["kit_vmalloc.no_leak"] == "pass"  # the kit's batch ran before the crash
         assert run.restarts_next
     assert second.fresh_boot and loop.warm.boots == 2
@@ -111,7 +114,11 @@ def test_an_edit_reruns_on_the_warm_guest_pushing_only_the_rebuilt_module(tmp_pa
     finally:
         loop.close()
     assert [run.fresh_boot for run in seen] == [True, False]
-    assert checks(seen[1].outcome) == checks(seen[0].outcome)
+    assert seen[1].ran == ("kit_kmap",)  # only the edited family's module ran again
+    assert seen[1].checks == checks(seen[0].outcome)  # merged: the suite's verdicts, as after a full run
+    assert seen[1].outcome is not None and seen[1].outcome.bundle_dir is not None
+    assert [ko.name for ko in (seen[1].outcome.bundle_dir / "ko").iterdir()] == ["kit_kmap.ko"]
+    assert checks(seen[1].outcome)["kit_kmap.no_leak"] == "pass"
     pushed = [line for line in lines[first_run_lines[0]:] if "through the console" in line]
     assert len(pushed) == 1 and "kit_kmap.ko" in pushed[0], pushed
 
@@ -121,4 +128,4 @@ def test_invoke_watch_stops_after_its_iterations() -> None:
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "[1] 480 checks: 478 pass, 0 fail, 2 skip, 0 error" in done.stdout
-    assert "(fresh boot), status pass" in done.stdout
+    assert "(fresh boot, ran kit_alloc, kit_ioremap, kit_kmap, kit_vmalloc, kit_vmalloc_exec)" in done.stdout
