@@ -6,7 +6,7 @@ measured in the same run.
 The loop watches a copy of templates/ (results and generated files in a temporary directory): each edit
 changes kmap.c.j2 so that the module's bytes change (a MODULE_INFO string; a comment would leave the
 stripped .ko identical and nothing to push). The time is from the edit's write to the verdict printed
-by watch() (its 0.2 s poll included): render, Kbuild of that one module, strip, push through the
+by watch() (its 0.05 s poll included): render, Kbuild of that one module, strip, push through the
 console, plan, fetch, verify. The last line is `edit->verdict median X s, bare boot Y s, ratio R`.
 """
 

@@ -70,6 +70,7 @@ class RunSession:
         self._dirs: list[Path] | None = None
         self._built: list[BuiltModule] | None = None
         self._shipped: list[Path] | None = None
+        self._loading: list[Path] | None = None  # what this run loads: the shipped modules ``only`` keeps
         self._user: list[Path] | None = None
         self._transport: Transport | None = transport
         self._work: Path | None = None
@@ -246,6 +247,7 @@ class RunSession:
             user = [ko for ko in self.user_modules() if chosen(ko)]
             kit_modules = [ko for ko in every[: len(every) - len(self.user_modules())] if chosen(ko)]
             shipped = kit_modules + user
+            self._loading = shipped
             collected = collect_bundle(self.transport(), shipped, bundle, self.log,
                                        plan_timeout_s=self.request.plan_timeout_s, stacks=stacks,
                                        batches=self._batches(kit_modules, user, stacks), paths=self.guest_paths,
@@ -303,9 +305,11 @@ class RunSession:
         return error_verdict(self.request, tree, err, self._partial_checks(), self.outcome.bundle_dir)
 
     def _cut_ktap(self) -> None:
-        """ktap/M.ktap of every shipped module that began, from the bundle's dmesg.txt (partial too)."""
-        if self.outcome.bundle_dir is not None and self._shipped is not None:
-            write_ktap_files(self.outcome.bundle_dir, [module_name(ko) for ko in self._shipped])
+        """ktap/M.ktap of every module this run loads that began, from the bundle's dmesg.txt (partial too;
+        a warm guest's ring buffer also holds earlier runs' windows, of these and of other modules)."""
+        loading = self._loading if self._loading is not None else self._shipped
+        if self.outcome.bundle_dir is not None and loading is not None:
+            write_ktap_files(self.outcome.bundle_dir, [module_name(ko) for ko in loading])
 
     def _internal_error(self, err: Exception) -> InfraError:
         text = "".join(traceback.format_exception(err))

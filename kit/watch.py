@@ -141,7 +141,7 @@ class WatchLoop:
         return Iteration(self.iterations, outcome, time.monotonic() - started, self.warm.boots > boots, ran,
                          checks, failing, passing, restart, error)
 
-    def watch(self, report: Callable[[Iteration], None], poll_s: float = 0.2,
+    def watch(self, report: Callable[[Iteration], None], poll_s: float = 0.05,
               keep_going: Callable[[], bool] = lambda: True) -> None:
         """Run now, then again after every change of the watched files, while ``keep_going()``."""
         seen = fingerprint(watched_files(self.request))

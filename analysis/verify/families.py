@@ -124,6 +124,18 @@ def ioremap_checks(run: ModuleRun, doc: KtapDocument, ctx: Context, layout: ArmL
     return checks
 
 
+def _anchor_slot_check(check_id: str, address: int | None, prior: list[int | None],
+                       window: tuple[int, int]) -> Check:
+    """The first page of the run to take a new pkmap slot (mm/highmem.c map_new_virtual, 5.10-6.12): its
+    slot depends on every earlier kmap user, so the model starts from it; it must be a whole slot in
+    the PKMAP window that none of the other pages still maps. The same check id whatever the page."""
+    held = {p for p in prior if p}
+    free_slot = (address is not None and window[0] <= address < window[1] and address % PAGE_SIZE == 0
+                 and address not in held)
+    return compare(check_id, "kmap", True, free_slot,
+                   "the first page to take a new slot: a free pkmap slot (the model's starting point)")
+
+
 def kmap_checks(run: ModuleRun, doc: KtapDocument, ctx: Context, layout: ArmLayout) -> list[Check]:
     family = "kmap"
     assert ctx.version is not None
@@ -140,12 +152,14 @@ def kmap_checks(run: ModuleRun, doc: KtapDocument, ctx: Context, layout: ArmLayo
         # returns a page's earlier, unflushed mapping instead
         predicted = predict_kmap_sequence(first_new, count, pkmap_base=layout.PKMAP_BASE, prior=prior) \
             if first_new is not None else [p or 0 for p in prior]
+        window = (layout.PKMAP_BASE, layout.PKMAP_BASE + layout.LAST_PKMAP * PAGE_SIZE)
         for i in range(count):
-            if i != anchor:
+            if i == anchor:  # the model counts from its slot: what it must be is a slot no other page holds
+                checks.append(_anchor_slot_check(f"{name}.kmap_highmem.{i}.addr", addrs[i], prior, window))
+            else:
                 rule = ("the page's earlier pkmap address, not flushed (kmap_high: page_address)" if prior[i]
                         else "next free pkmap slot (map_new_virtual), relative to the first")
                 checks.append(compare_address(f"{name}.kmap_highmem.{i}.addr", family, predicted[i], addrs[i], rule))
-        window = (layout.PKMAP_BASE, layout.PKMAP_BASE + layout.LAST_PKMAP * PAGE_SIZE)
         checks.append(compare(f"{name}.kmap_highmem.in_pkmap", family, True,
                               all(a is not None and window[0] <= a < window[1] for a in addrs),
                               f"PKMAP window [{window[0]:#x}, {window[1]:#x})"))

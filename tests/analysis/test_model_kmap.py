@@ -126,3 +126,14 @@ def test_a_page_with_an_unflushed_mapping_gets_it_back_and_takes_no_slot() -> No
     assert [(a - base) // 4096 for a in got] == [9, 10, 11, 12, 7, 13, 14, 15]
     # without the prior mapping, page 4 would have taken slot 13
     assert (predict_kmap_sequence(base + 9 * 4096, 8, pkmap_base=base)[4] - base) // 4096 == 13
+
+
+def test_the_anchor_page_must_take_a_slot_no_other_page_holds() -> None:
+    from analysis.verify.families import _anchor_slot_check
+
+    window = (0xBFE00000, 0xC0000000)
+    assert _anchor_slot_check("k.0.addr", 0xBFE0A000, [None, 0xBFE07000], window).status == "pass"
+    assert _anchor_slot_check("k.0.addr", 0xBFE07000, [None, 0xBFE07000], window).status == "fail"  # held
+    assert _anchor_slot_check("k.0.addr", 0xBFE0A800, [None], window).status == "fail"  # not a whole slot
+    assert _anchor_slot_check("k.0.addr", 0xF0000000, [None], window).status == "fail"  # outside PKMAP
+    assert _anchor_slot_check("k.0.addr", None, [None], window).status == "fail"

@@ -4,6 +4,7 @@ guest is reported as in a cold run and the next run starts from a fresh boot."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -127,5 +128,5 @@ def test_invoke_watch_stops_after_its_iterations() -> None:
     done = subprocess.run([sys.executable, "-m", "invoke", "watch", "--iterations", "1"], cwd=REPO,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "[1] 480 checks: 478 pass, 0 fail, 2 skip, 0 error" in done.stdout
+    assert re.search(r"^\[1\] \d+ checks: \d+ pass, 0 fail, \d+ skip, 0 error", done.stdout, re.M), done.stdout
     assert "(fresh boot, ran kit_alloc, kit_ioremap, kit_kmap, kit_vmalloc, kit_vmalloc_exec)" in done.stdout
