@@ -161,7 +161,12 @@ def test_watch_on_the_ssh_board(board: Board, known_hosts: Path, target: SshTarg
         loop.close()
     assert runs[0].outcome is not None and runs[0].outcome.verdict is not None
     assert runs[0].outcome.verdict.status == "pass"
+    def guest_checks(checks: dict[str, str]) -> dict[str, str]:
+        """Without facts.*: a board up for long has lost its boot lines from the ring buffer, and with them
+        facts.arch.boot_log, between two runs (the same for any run on it, watched or not)."""
+        return {k: v for k, v in checks.items() if not TRANSPORT_FACTS.match(k)}
+
     for run in runs[1:]:
-        assert not run.fresh_boot and run.checks == runs[0].checks
+        assert not run.fresh_boot and guest_checks(run.checks) == guest_checks(runs[0].checks)
     assert loop.warm.boots == 1
     assert board_state(target, tmp_path) == before
