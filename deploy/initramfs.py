@@ -12,7 +12,7 @@ import gzip
 import hashlib
 import stat
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -117,6 +117,16 @@ def check_remote_path(remote: str) -> None:
     path = PurePosixPath(remote)
     if not path.is_absolute() or ".." in path.parts or remote in ("/", "/init"):
         raise UserError(f"guest path {remote!r} must be absolute, without '..', and not /init")
+
+
+def check_removable_paths(remotes: Sequence[str]) -> None:
+    """Paths a board transport removes with ``rm -rf`` when it leaves: checked like any guest path, and at
+    least two levels down (a work dir such as /tmp/kmodkit, never /tmp or /)."""
+    for remote in remotes:
+        check_remote_path(remote)
+        if len(PurePosixPath(remote).parts) < 3:
+            raise UserError(f"remote path {remote!r} is removed at power-off: give a path two levels "
+                            "down at least (default work dir /tmp/kmodkit)")
 
 
 def read_local(path: Path) -> bytes:

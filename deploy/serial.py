@@ -24,7 +24,7 @@ import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import serial
@@ -32,7 +32,7 @@ import serial
 from deploy.base import BootResult, CommandResult
 from deploy.console import ChannelClosed, ConsoleShell, shell_quote
 from deploy.errors import CommandTimeout, DeployError, FramingError, TransportLost
-from deploy.initramfs import check_remote_path
+from deploy.initramfs import check_remote_path, check_removable_paths
 from kit.errors import KitError, UserError
 
 DEFAULT_REMOTE_WORK_DIR = "/tmp/kmodkit"
@@ -146,11 +146,7 @@ class SerialTransport:
 
     def __init__(self, target: SerialTarget, work_dir: Path, *, remote_work_dir: str = DEFAULT_REMOTE_WORK_DIR,
                  owned_paths: Sequence[str] = ()) -> None:
-        for remote in (remote_work_dir, *owned_paths):
-            check_remote_path(remote)
-            if len(PurePosixPath(remote).parts) < 3:
-                raise UserError(f"remote path {remote!r} is removed at power-off: give a path two levels "
-                                "down at least (default work dir /tmp/kmodkit)")
+        check_removable_paths((remote_work_dir, *owned_paths))
         self.target, self.work_dir, self.remote_work_dir = target, work_dir, remote_work_dir
         self.owned_paths = tuple(owned_paths)
         self._pending: dict[str, Path] = {}

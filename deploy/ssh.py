@@ -40,7 +40,7 @@ from deploy.base import BootResult, CommandResult
 from deploy.console import shell_quote
 from deploy.errors import CommandTimeout, DeployError, FramingError, TransportLost
 from deploy.framing import DEFAULT_CAPS, FetchCaps, FetchRefused, decode_archive
-from deploy.initramfs import check_remote_path
+from deploy.initramfs import check_remote_path, check_removable_paths
 from kit.errors import KitError, UserError
 
 DEFAULT_REMOTE_WORK_DIR = "/tmp/kmodkit"
@@ -165,11 +165,7 @@ class SshTransport:
                  owned_paths: Sequence[str] = (), caps: FetchCaps = DEFAULT_CAPS) -> None:
         """``remote_work_dir`` and ``owned_paths`` (what the guest plan creates itself, e.g. its output
         directory) are removed with ``rm -rf`` at power_off, besides what push() created."""
-        for remote in (remote_work_dir, *owned_paths):
-            check_remote_path(remote)
-            if len(PurePosixPath(remote).parts) < 3:
-                raise UserError(f"remote path {remote!r} is removed at power-off: give a path two levels "
-                                "down at least (default work dir /tmp/kmodkit)")
+        check_removable_paths((remote_work_dir, *owned_paths))
         self.target, self.work_dir, self.remote_work_dir, self.caps = target, work_dir, remote_work_dir, caps
         self.owned_paths = tuple(owned_paths)
         self._pending: dict[str, Path] = {}
