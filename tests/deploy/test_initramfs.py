@@ -61,3 +61,15 @@ def test_pushed_paths_must_be_absolute_and_safe() -> None:
     for bad in ("kit/m.ko", "/kit/../etc/passwd", "/init"):
         with pytest.raises(UserError):
             overlay_entries({bad: b""})
+
+
+def test_a_board_transport_refuses_to_remove_a_shallow_or_relative_path(tmp_path: Path) -> None:
+    from deploy.serial import SerialTarget, SerialTransport
+    from deploy.ssh import SshTarget, SshTransport
+
+    for bad in ("/tmp", "/", "tmp/kmodkit", "/tmp/../etc/x"):
+        with pytest.raises(UserError):
+            SerialTransport(SerialTarget("/dev/ttyUSB0"), tmp_path, remote_work_dir=bad)
+        with pytest.raises(UserError):
+            SshTransport(SshTarget("127.0.0.1"), tmp_path, owned_paths=[bad])
+    SerialTransport(SerialTarget("/dev/ttyUSB0"), tmp_path, remote_work_dir="/tmp/kmodkit")  # nothing opened yet
