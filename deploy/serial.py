@@ -201,11 +201,12 @@ class SerialTransport:
                 self._open()
                 self._attach(deadline)
                 return BootResult(time.monotonic() - start)
-            except DeployError as err:
+            except (DeployError, SerialDeviceMissing) as err:  # a USB adapter powered by the board re-enumerates
                 self.abort()
                 if time.monotonic() + 1.0 >= deadline:
+                    what = err.what if isinstance(err, DeployError) else str(err)
                     raise TransportLost(f"the board's console gave no shell within {timeout_s:g} s after the "
-                                        f"power-cycle: {err.what}", self.console_log) from err
+                                        f"power-cycle: {what}", self.console_log) from err
                 time.sleep(1.0)
 
     def _open(self) -> None:
