@@ -12,7 +12,9 @@ No network device: the guest reaches nothing.
 from __future__ import annotations
 
 import re
+import socket
 import subprocess
+import threading
 import time
 import warnings
 from dataclasses import dataclass
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import serial
+from serial.rfc2217 import PortManager
 
 from deploy.console import KERNEL_CONSOLE_LINE
 from deploy.initramfs import CpioEntry, cached_base, cpio_newc, directory, gzip_padded, regular_file
@@ -155,9 +158,6 @@ class Rfc2217Server:
     as its rfc2217_server example): what ser2net or a terminal server offers a lab."""
 
     def __init__(self, device: str) -> None:
-        import socket
-        import threading
-
         self.port: Any = serial.serial_for_url(device, baudrate=115200, timeout=0.1)
         self.listener = socket.create_server(("127.0.0.1", free_port()))
         self.url = f"rfc2217://127.0.0.1:{self.listener.getsockname()[1]}"
@@ -170,10 +170,6 @@ class Rfc2217Server:
             self.client.sendall(data)
 
     def _serve(self) -> None:
-        import threading
-
-        from serial.rfc2217 import PortManager
-
         self.client, _ = self.listener.accept()
         manager = PortManager(self.port, self)
         threading.Thread(target=self._to_client, args=(manager,), daemon=True).start()

@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -80,13 +81,15 @@ def test_run_on_serial_board_matches_the_qemu_run(serial_board: SerialBoard, qem
 
 
 @pytest.fixture(scope="module")
-def console_server_board(tmp_path_factory: pytest.TempPathFactory) -> SerialBoard:
+def console_server_board(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SerialBoard]:
     """A second serial board whose console is a TCP server on 127.0.0.1 (a console server's port)."""
     board = start_serial_board(debian_target("6.1").qemu, debian_kernel("6.1"), debian_busybox("6.1"),
                                tmp_path_factory.mktemp("console-server"), password=SERIAL_PASSWORD,
                                link="socket", noise_ms=50)
-    yield board  # type: ignore[misc]
-    board.stop()
+    try:
+        yield board
+    finally:
+        board.stop()
 
 
 def test_transport_over_a_console_server_url(console_server_board: SerialBoard, tmp_path: Path) -> None:
