@@ -5,6 +5,7 @@ end within a stated bound."""
 from __future__ import annotations
 
 import shutil
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -230,6 +231,30 @@ class PowerSwitch(threading.Thread):
         self.board.stop()
 
 
+def oops_then_crc7(tmp_path: Path) -> tuple[Path, Path]:
+    """fault_oops (built here: it takes the board down) and the kernel package's crc7.ko (the next module)."""
+    shutil.copytree(Path(__file__).parents[1] / "faults" / "data" / "fault_oops", tmp_path / "fault_oops")
+    (oops,) = build_module_dir(debian_kernel("6.1"), target_toolchain("6.1"), tmp_path / "fault_oops")
+    modules_dir = debian_kernel("6.1").modules_dir
+    assert modules_dir is not None
+    return oops.ko, next(modules_dir.rglob("crc7.ko"))
+
+
+def with_power(board_file: Path, switch: PowerSwitch) -> None:
+    board_file.write_text(board_file.read_text() +
+                          f"\n[power]\nreset_command = '{switch.reset_command}'\nup_after_s = 90\n")
+
+
+def power_cycled_once(run: subprocess.CompletedProcess[str], switch: PowerSwitch, results: Path) -> dict[str, str]:
+    """One power-cycle, exit 3, fault_oops the one error, crc7 checked after it: the statuses by check id."""
+    assert switch.cycles == 1
+    assert run.returncode == 3, run.stdout[-3000:] + run.stderr[-3000:]
+    statuses = {c["id"]: c["status"] for c in verdict(results)["checks"]}  # type: ignore[union-attr]
+    assert [k for k, v in statuses.items() if v in ("fail", "error")] == ["fault_oops.board_down"]
+    assert statuses["crc7.proc_modules.size"] == "pass"
+    return statuses
+
+
 def test_power_cycle_brings_the_board_back_and_the_run_goes_on(tmp_path: Path) -> None:
     """[power] reset_command: fault_oops takes the board down; the kit power-cycles it, waits for it, and
     runs the next module (crc7). The lost module is one error (exit 3); everything else is checked."""
@@ -238,11 +263,7 @@ def test_power_cycle_brings_the_board_back_and_the_run_goes_on(tmp_path: Path) -
     from tests.boards.guest import start_board
     from tests.conftest import debian_busybox, debian_target
 
-    shutil.copytree(Path(__file__).parents[1] / "faults" / "data" / "fault_oops", tmp_path / "fault_oops")
-    (oops,) = build_module_dir(debian_kernel("6.1"), target_toolchain("6.1"), tmp_path / "fault_oops")
-    modules_dir = debian_kernel("6.1").modules_dir
-    assert modules_dir is not None
-    crc7 = next(modules_dir.rglob("crc7.ko"))
+    oops, crc7 = oops_then_crc7(tmp_path)
     host_key, port = Ed25519PrivateKey.generate(), free_port()
     switch = PowerSwitch(lambda: start_board(debian_target("6.1").qemu, debian_kernel("6.1"),
                                              debian_busybox("6.1"), tmp_path / "g", host_key=host_key, port=port),
@@ -252,16 +273,11 @@ def test_power_cycle_brings_the_board_back_and_the_run_goes_on(tmp_path: Path) -
         known = tmp_path / "known_hosts"
         known.write_text(switch.board.known_hosts_line())
         board_file = ssh_board_file(switch.board, known, tmp_path / "cycled.toml")
-        board_file.write_text(board_file.read_text() +
-                              f"\n[power]\nreset_command = '{switch.reset_command}'\nup_after_s = 90\n")
+        with_power(board_file, switch)
         run = invoke("run", "--board", str(board_file), "--results", str(tmp_path / "r"),
-                     "--module", str(oops.ko), "--module", str(crc7))
-        assert switch.cycles == 1
-        assert run.returncode == 3, run.stdout[-3000:] + run.stderr[-3000:]
-        doc = verdict(tmp_path / "r")
-        statuses = {c["id"]: c["status"] for c in doc["checks"]}  # type: ignore[union-attr]
-        assert [k for k, v in statuses.items() if v in ("fail", "error")] == ["fault_oops.board_down"]
-        assert statuses["crc7.proc_modules.size"] == "pass" and statuses["crc7.no_leak"] == "pass"
+                     "--module", str(oops), "--module", str(crc7))
+        statuses = power_cycled_once(run, switch, tmp_path / "r")
+        assert statuses["crc7.no_leak"] == "pass"
         assert statuses["kit_vmalloc.proc_modules.size"] == "pass"
         status = (tmp_path / "r" / "latest" / "status.txt").read_text()
         assert "kit_alloc insmod=0 rmmod=0" in status and "crc7 insmod=0 rmmod=0" in status  # both boots

@@ -16,7 +16,7 @@ from kbuild.make import build_module_dir
 from tests.boards.conftest import SERIAL_PASSWORD
 from tests.boards.guest import free_port
 from tests.boards.serial_guest import SerialBoard, start_serial_board
-from tests.boards.test_board_faults import DATA, PowerSwitch, error_lines
+from tests.boards.test_board_faults import DATA, PowerSwitch, error_lines, oops_then_crc7, power_cycled_once, with_power
 from tests.boards.test_board_run import verdict
 from tests.boards.test_serial_board import at_login_prompt, invoke_serial, serial_board_file, serial_state
 from tests.conftest import debian_busybox, debian_kernel, debian_target, target_toolchain
@@ -83,11 +83,7 @@ def test_a_board_that_panics_is_power_cycled_over_its_console(tmp_path: Path) ->
     """fault_oops panics the board (oops=panic; QEMU's -no-reboot: the board is gone, its console server
     closes). The console shows the oops: the kit reports it, runs [power] reset_command, waits for the
     login prompt of the new boot, logs in again and runs the next module (crc7)."""
-    shutil.copytree(Path(__file__).parents[1] / "faults" / "data" / "fault_oops", tmp_path / "fault_oops")
-    (oops,) = build_module_dir(debian_kernel("6.1"), target_toolchain("6.1"), tmp_path / "fault_oops")
-    modules_dir = debian_kernel("6.1").modules_dir
-    assert modules_dir is not None
-    crc7 = next(modules_dir.rglob("crc7.ko"))
+    oops, crc7 = oops_then_crc7(tmp_path)
     port = free_port()
     switch = PowerSwitch(lambda: start_serial_board(debian_target("6.1").qemu, debian_kernel("6.1"),
                                                     debian_busybox("6.1"), tmp_path / "g", password=SERIAL_PASSWORD,
@@ -96,18 +92,13 @@ def test_a_board_that_panics_is_power_cycled_over_its_console(tmp_path: Path) ->
     switch.start()
     try:
         board_file = serial_board_file(f"socket://127.0.0.1:{port}", tmp_path / "cycled.toml")
-        board_file.write_text(board_file.read_text() +
-                              f"\n[power]\nreset_command = '{switch.reset_command}'\nup_after_s = 90\n")
+        with_power(board_file, switch)
         run = invoke_serial("run", "--board", str(board_file), "--results", str(tmp_path / "r"),
-                            "--module", str(oops.ko), "--module", str(crc7))
-        assert switch.cycles == 1
-        assert run.returncode == 3, run.stdout[-3000:] + run.stderr[-3000:]
-        doc = verdict(tmp_path / "r")
-        statuses = {c["id"]: c["status"] for c in doc["checks"]}  # type: ignore[union-attr]
-        assert [k for k, v in statuses.items() if v in ("fail", "error")] == ["fault_oops.board_down"]
-        assert "panicked" in next(c["detail"] for c in doc["checks"]  # type: ignore[union-attr]
+                            "--module", str(oops), "--module", str(crc7))
+        statuses = power_cycled_once(run, switch, tmp_path / "r")
+        assert "panicked" in next(c["detail"] for c in verdict(tmp_path / "r")["checks"]  # type: ignore[union-attr]
                                   if c["id"] == "fault_oops.board_down")
-        assert statuses["crc7.proc_modules.size"] == "pass" and statuses["kit_alloc.no_leak"] == "pass"
+        assert statuses["kit_alloc.no_leak"] == "pass"
         bundle = (tmp_path / "r" / "latest").resolve()
         assert "Internal error: " in (bundle / "boot.log").read_text(errors="replace")  # the console's tail
         assert at_login_prompt(f"socket://127.0.0.1:{port}")

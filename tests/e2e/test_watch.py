@@ -39,6 +39,18 @@ def fault_module(name: str, tmp_path: Path) -> Path:
     return built.ko
 
 
+def two_runs_with(fault: str, tmp_path: Path) -> tuple[WatchLoop, Iteration, Iteration]:
+    """Two runs of the loop with the fault module as the user's --module (its guest closed after)."""
+    module = fault_module(fault, tmp_path)
+    request = RunRequest(load_target("arm-6.1"), user_modules=(module,), results_root=tmp_path / "results")
+    loop = WatchLoop(request, lambda _line: None)
+    try:
+        first, second = loop.iterate(), loop.iterate()
+    finally:
+        loop.close()
+    return loop, first, second
+
+
 def test_five_warm_runs_give_the_cold_runs_checks_and_verdicts(tmp_path: Path) -> None:
     request = RunRequest(load_target("arm-6.1"), results_root=tmp_path / "results")
     cold = checks(RunSession(request, lambda _line: None).run())
@@ -59,13 +71,7 @@ def test_five_warm_runs_give_the_cold_runs_checks_and_verdicts(tmp_path: Path) -
 
 
 def test_a_leak_is_reported_and_the_next_run_boots_afresh(tmp_path: Path) -> None:
-    leak = fault_module("fault_leak", tmp_path)
-    request = RunRequest(load_target("arm-6.1"), user_modules=(leak,), results_root=tmp_path / "results")
-    loop = WatchLoop(request, lambda _line: None)
-    try:
-        first, second = loop.iterate(), loop.iterate()
-    finally:
-        loop.close()
+    loop, first, second = two_runs_with("fault_leak", tmp_path)
     for run in (first, second):
         failing = [k for k, v in checks(run.outcome).items() if v in ("fail", "error")]
         assert failing == ["fault_leak.no_leak"], failing  # as in a cold run (tests/faults)
@@ -75,13 +81,7 @@ def test_a_leak_is_reported_and_the_next_run_boots_afresh(tmp_path: Path) -> Non
 
 
 def test_a_crash_is_reported_and_the_next_run_boots_afresh(tmp_path: Path) -> None:
-    oops = fault_module("fault_oops", tmp_path)
-    request = RunRequest(load_target("arm-6.1"), user_modules=(oops,), results_root=tmp_path / "results")
-    loop = WatchLoop(request, lambda _line: None)
-    try:
-        first, second = loop.iterate(), loop.iterate()
-    finally:
-        loop.close()
+    loop, first, second = two_runs_with("fault_oops", tmp_path)
     for run in (first, second):
         assert run.outcome is not None and run.outcome.verdict is not None
         assert run.outcome.verdict.status == "error" and "Internal error" in (run.outcome.verdict.run_error or "")
