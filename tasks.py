@@ -129,7 +129,7 @@ RUN_HELP = {
     "target": "target name (invoke targets); default from kbuild/targets/DEFAULT.toml",
     "mem": "guest RAM in MiB (overrides the target)",
     "append": "extra kernel command line, e.g. vmalloc=300M",
-    "module": "a prebuilt .ko to load and check too (repeatable)",
+    "module": "a prebuilt .ko, or a module source directory (built with Kbuild), to load and check too (repeatable)",
     "kdir": "a prepared kernel build tree instead of Debian's (needs --image)",
     "image": "the kernel image (zImage) for --kdir",
     "dtb": "a device tree blob for --kdir",
@@ -245,8 +245,9 @@ def watch(c: Any, target: str | None = None, mem: str | None = None, append: str
           module: list[str] | None = None, kdir: str | None = None, image: str | None = None,
           dtb: str | None = None, timeout: float | None = None, results: str | None = None,
           board: str | None = None, iterations: int = 0) -> None:
-    """Boot once, run the suite, and run it again on the same guest after every change of a template or of
-    a --module file: each verdict, and what newly fails or passes. Ctrl-C powers the guest off."""
+    """Boot once, run the suite, and run it again on the same guest after every change of a template, of a
+    --module file or of a --module source tree: each verdict, and what newly fails or passes. Ctrl-C powers
+    the guest off."""
     from kit.watch import Iteration, WatchLoop, suite_summary
 
     def report(it: Iteration) -> None:
@@ -271,8 +272,9 @@ def watch(c: Any, target: str | None = None, mem: str | None = None, append: str
         request = _request(target, mem, append, module, kdir, image, dtb, timeout, results, board)
         loop = WatchLoop(request, lambda _line: None)
         try:
-            print(f"watching {request.templates_dir} and {len(request.user_modules)} --module file(s); "
-                  "Ctrl-C to stop", flush=True)
+            trees = sum(1 for path in request.user_modules if path.is_dir())
+            print(f"watching {request.templates_dir}, {len(request.user_modules) - trees} --module file(s) and "
+                  f"{trees} --module source tree(s); Ctrl-C to stop", flush=True)
             loop.watch(report, keep_going=lambda: not iterations or loop.iterations < iterations)
         finally:
             loop.close()

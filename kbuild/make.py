@@ -154,11 +154,12 @@ def _up_to_date(module_dir: Path, kos: list[Path], stamp_text: str) -> bool:
     stamp = module_dir / STAMP
     if not stamp.is_file() or stamp.read_text() != stamp_text or not all(ko.is_file() for ko in kos):
         return False
-    newest_source = max((_mtime(p) for p in _sources(module_dir)), default=0.0)
+    newest_source = max((_mtime(p) for p in source_files(module_dir)), default=0.0)
     return all(_mtime(ko) > newest_source for ko in kos)
 
 
-def _sources(module_dir: Path) -> list[Path]:
+def source_files(module_dir: Path) -> list[Path]:
+    """What a module directory's build reads: every file but Kbuild's output and hidden files."""
     return [
         p
         for p in module_dir.rglob("*")

@@ -41,7 +41,15 @@ from kit.pipeline import (
     write_target_facts,
 )
 from kit.request import RunRequest
-from kit.user_modules import UserModule, check_user_modules, check_user_vermagic, driver_stacks
+from kit.user_modules import (
+    UserModule,
+    check_built_modules,
+    check_module_names,
+    check_user_modules,
+    check_user_vermagic,
+    driver_stacks,
+)
+from kit.user_trees import build_user_trees, check_user_tree
 from kit.verdict import Verdict
 
 
@@ -72,6 +80,7 @@ class RunSession:
         self._shipped: list[Path] | None = None
         self._loading: list[Path] | None = None  # what this run loads: the shipped modules ``only`` keeps
         self._user: list[Path] | None = None
+        self._user_every: list[UserModule] | None = None
         self._transport: Transport | None = transport
         self._work: Path | None = None
         # generated/<target> (rendered sources, Kbuild output, shipped modules) is shared by every run of
@@ -111,11 +120,28 @@ class RunSession:
         return self.request.generated_root / self.request.target.name / "ship"
 
     def user_modules(self) -> list[Path]:
-        """The user's --module files, decompressed and vermagic-checked (no build needed)."""
+        """The user's modules as the guest loads them: the --module files decompressed, the --module
+        directories built; all vermagic-checked, in the order given."""
         if self._user is None:
             with self._generated:
-                self._user = ship_user_modules(self.request, self.kernel(), self._user_checked)
+                self._user = ship_user_modules(self.request, self.kernel(), self._every_user_module())
         return self._user
+
+    def _every_user_module(self) -> list[UserModule]:
+        """Each --module in the order given: a file as checked at the start, a directory's modules as built."""
+        if self._user_every is None:
+            target, paths = self.request.target, self.request.user_modules
+            trees = [check_user_tree(path) for path in paths if path.is_dir()]
+            built = build_user_trees(trees, self.kernel(), find_toolchain(target),
+                                     self.request.generated_root / target.name / "user-src",
+                                     self.log) if trees else {}
+            files = iter(self._user_checked)
+            every: list[UserModule] = []
+            for path, tree in ((p, next((t for t in trees if t.given == p), None)) for p in paths):
+                every += check_built_modules(built[path], tree, target) if tree is not None else [next(files)]
+            check_module_names(every, target)
+            self._user_every = every
+        return self._user_every
 
     def shipped_modules(self) -> list[Path]:
         """What the guest loads, in the contract's order (debug info stripped), then the user's modules."""
@@ -213,9 +239,10 @@ class RunSession:
         Ctrl-C kills the guest at once and raises ``Interrupted`` after the verdict is written; an error
         that is not the kit's own is reported as one (exit 3, its traceback in the bundle), never lost.
         """
-        # bad input found with the kernel (a --module's vermagic, a --kdir that is no tree) raises here:
+        # bad input found with the kernel (a --module's vermagic or compile error, a --kdir that is no tree) raises here:
         # exit 2 before any bundle exists; only what happens from here on gets a bundle and a verdict
         tree = self.kernel()
+        self._every_user_module()  # a --module directory that does not compile is bad input too
         try:
             verdict = self._collect_and_verify(tree)
         except KitError as err:
@@ -242,7 +269,7 @@ class RunSession:
                 self._boot_while_building()
         with phase(self.outcome, "collect", self.log):
             every = self.shipped_modules()
-            stacks = driver_stacks(self._user_checked)
+            stacks = driver_stacks(self._every_user_module())
             chosen = self._chosen(stacks)
             user = [ko for ko in self.user_modules() if chosen(ko)]
             kit_modules = [ko for ko in every[: len(every) - len(self.user_modules())] if chosen(ko)]

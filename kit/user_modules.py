@@ -14,7 +14,7 @@ import os
 import re
 import stat
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from analysis.elf.header import ARCH_ELF, EM_NAMES, ET_REL, ElfKind, read_elf_header, read_modinfo
@@ -25,6 +25,7 @@ from kbuild.render import default_specs
 from kbuild.targets import Target
 from kit.errors import InfraError, UserError
 from kit.request import RunRequest
+from kit.user_trees import UserTree, check_user_tree
 
 # (what, magic, the suffix read_module_bytes decompresses by)
 COMPRESSIONS: tuple[tuple[str, bytes, str], ...] = (
@@ -63,9 +64,26 @@ def check_user_modules(request: RunRequest) -> list[UserModule]:
         known = ", ".join(sorted(ARCH_ELF))
         raise UserError(f"target {target.name} has arch {target.arch!r}, whose modules' ELF machine is not known "
                         f"(known: {known}); fix the target's arch")
-    modules = [_check_one(path, target, kind) for path in request.user_modules]
-    _check_names(modules, {spec.name for spec in default_specs(target)})
+    trees = [check_user_tree(path) for path in request.user_modules if path.is_dir()]
+    modules = [_check_one(path, target, kind) for path in request.user_modules if not path.is_dir()]
+    _check_tree_names(trees, modules, kit_module_names(target))
     return modules
+
+
+def check_built_modules(kos: Sequence[Path], tree: UserTree, target: Target) -> list[UserModule]:
+    """The modules Kbuild built from a --module directory, read and checked like a --module file (named
+    after the directory: the files are the kit's build copies)."""
+    kind = ARCH_ELF[target.arch]
+    return [replace(_check_one(ko, target, kind), given=tree.given) for ko in kos]
+
+
+def kit_module_names(target: Target) -> set[str]:
+    return {spec.name for spec in default_specs(target)}
+
+
+def check_module_names(modules: Sequence[UserModule], target: Target) -> None:
+    """UserError when a user's module has the name of a kit module, or two of them share a name."""
+    _check_names(modules, kit_module_names(target))
 
 
 def check_user_vermagic(modules: Sequence[UserModule], tree: KernelTree) -> None:
@@ -191,6 +209,21 @@ def _found(found: ElfKind, wanted: ElfKind) -> str:
     if found.bits != wanted.bits:
         words.append(f"{found.bits}-bit")
     return " ".join([*words, name])
+
+
+def _check_tree_names(trees: Sequence[UserTree], files: Sequence[UserModule], kit_names: set[str]) -> None:
+    """Before any build: a directory's obj-m names vs the kit's modules and the --module files."""
+    _check_names(files, kit_names)
+    named = {module.name: module.where for module in files}
+    for tree in trees:
+        for name in tree.names:
+            if name in kit_names:
+                raise UserError(f"{tree.where}: its module name {name} is one of the kit's own test modules; "
+                                "rename it (its obj-m in Kbuild)")
+            if name in named:
+                raise UserError(f"{named[name]} and {tree.where} are both module {name}: the kernel loads "
+                                "one module of a name; pass it once")
+            named[name] = tree.where
 
 
 def _check_names(modules: Sequence[UserModule], kit_names: set[str]) -> None:

@@ -1,5 +1,6 @@
 """``invoke watch``: the module author's loop. Boot once (or attach to a board once), run the suite, then on
-every change of a template or of a ``--module`` file run it again on the same guest, and say what changed.
+every change of a template, of a ``--module`` file or of a ``--module`` source tree run it again on the same
+guest, and say what changed.
 
 Each iteration is a whole run (kit.session.RunSession) on a ``deploy.warm.WarmTransport``: the templates are
 rendered again (files rewritten only where they change), Kbuild rebuilds what is out of date, only the
@@ -23,6 +24,7 @@ from kit.errors import KitError
 from kit.pipeline import Log, RunOutcome
 from kit.request import RunRequest
 from kit.session import RunSession
+from kit.user_trees import check_user_tree, tree_sources
 
 Fingerprint = tuple[tuple[str, int, int], ...]
 
@@ -50,8 +52,12 @@ class Iteration:
 
 
 def watched_files(request: RunRequest) -> list[Path]:
-    """What a change of restarts the loop: every template, and the user's --module files."""
-    return sorted(p for p in request.templates_dir.rglob("*") if p.is_file()) + list(request.user_modules)
+    """What a change of restarts the loop: every template, the user's --module files, and every source of
+    the user's --module directories (a file added or removed there counts too)."""
+    templates = sorted(p for p in request.templates_dir.rglob("*") if p.is_file())
+    user = [source for path in request.user_modules
+            for source in (tree_sources(check_user_tree(path)) if path.is_dir() else [path])]
+    return templates + user
 
 
 def fingerprint(paths: list[Path]) -> Fingerprint:

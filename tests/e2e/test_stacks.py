@@ -12,7 +12,7 @@ from kbuild.targets import load_target
 from kit.pipeline import RunOutcome
 from kit.request import RunRequest
 from kit.session import RunSession
-from tests.conftest import build_own_stack, debian_lib_module
+from tests.conftest import STACK_SOURCES, build_own_stack, debian_lib_module
 
 pytestmark = pytest.mark.e2e
 
@@ -83,3 +83,14 @@ def test_a_module_without_its_base_is_one_clean_did_not_load(roots: tuple[Path, 
                                                             "to compare")
     assert checks["test_static_keys.rmmod"][0] == "skip"
     assert outcome.verdict is not None and outcome.verdict.status == "fail"
+
+
+def test_a_stack_given_as_its_source_tree_is_built_and_loaded_base_first(roots: tuple[Path, Path]) -> None:
+    """--module DIR: the directory's Kbuild names both modules; they are built against the target's kernel
+    (in the kit's mirror of the tree, which stays as it was) and run as the stack they are."""
+    outcome = _run(roots, [STACK_SOURCES])
+    checks = _checks(outcome)
+    assert [c for c, (status, _) in checks.items() if status in ("fail", "error")] == []
+    assert _status_lines(outcome)[-2:] == ["stack_base insmod=0 rmmod=0", "stack_user insmod=0 rmmod=0"]
+    assert checks["stack_user.proc_modules.size"][0] == "pass"
+    assert sorted(p.name for p in STACK_SOURCES.iterdir()) == ["Kbuild", "stack_base.c", "stack_user.c"]

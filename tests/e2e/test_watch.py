@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -130,3 +131,35 @@ def test_invoke_watch_stops_after_its_iterations() -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     assert re.search(r"^\[1\] \d+ checks: \d+ pass, 0 fail, \d+ skip, 0 error", done.stdout, re.M), done.stdout
     assert "(fresh boot, ran kit_alloc, kit_ioremap, kit_kmap, kit_vmalloc, kit_vmalloc_exec)" in done.stdout
+
+
+def test_a_source_tree_edit_rebuilds_and_reruns_only_that_module(tmp_path: Path) -> None:
+    """--module DIR: an edit of the user's source is rebuilt (in the kit's mirror) and only that module runs
+    again on the warm guest; a compile error names the user's file and the loop waits for the fix."""
+    source = shutil.copytree(REPO / "tests" / "deploy" / "data" / "hello", tmp_path / "hello")
+    request = RunRequest(load_target("arm-6.1"), user_modules=(source,), results_root=tmp_path / "results",
+                         generated_root=tmp_path / "generated")
+    original = (source / "hello.c").read_text()
+    edits = iter([original + 'MODULE_INFO(kit_edit, "1");\n', original + "int broken = ;\n",
+                  original + 'MODULE_INFO(kit_edit, "2");\n'])
+    seen: list[Iteration] = []
+
+    def report(run: Iteration) -> None:
+        seen.append(run)
+        text = next(edits, None)
+        if text is not None:
+            threading.Timer(0.3, lambda: (source / "hello.c").write_text(text)).start()
+
+    loop, deadline = WatchLoop(request, lambda _line: None), time.monotonic() + 240
+    try:  # an edit the loop does not see would leave it polling: the deadline ends it, and the test fails
+        loop.watch(report, keep_going=lambda: len(seen) < 4 and time.monotonic() < deadline)
+    finally:
+        loop.close()
+    assert len(seen) == 4, [(run.ran, run.error) for run in seen]
+    first, edited, broken, fixed = seen
+    assert first.fresh_boot and "hello.no_leak" in first.checks
+    assert edited.ran == ("hello",) and not edited.fresh_boot and edited.checks == first.checks
+    assert broken.outcome is None and broken.error is not None
+    assert f"{source}/hello.c" in broken.error and "error: expected expression" in broken.error
+    assert fixed.ran == ("hello",) and not fixed.fresh_boot and fixed.checks == first.checks
+    assert sorted(p.name for p in source.iterdir()) == ["Kbuild", "hello.c"]  # no build output in the user's tree

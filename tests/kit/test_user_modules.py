@@ -68,8 +68,10 @@ def test_a_broken_symlink(tmp_path: Path) -> None:
     assert "no such file (a broken symbolic link)" in refused(tmp_path / "link.ko")
 
 
-def test_a_directory(tmp_path: Path) -> None:
-    assert refused(tmp_path) == f"--module {tmp_path}: is a directory; pass the module file itself (X.ko)"
+def test_a_directory_without_a_module(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("not a module\n")
+    assert refused(tmp_path) == (f"--module {tmp_path}: a directory without `obj-m += <name>.o` in a Kbuild or "
+                                 "Makefile; pass a module's source directory or the .ko itself")
 
 
 def test_not_a_regular_file() -> None:
