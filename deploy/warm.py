@@ -2,9 +2,10 @@
 
 ``WarmTransport`` wraps a QEMU or board transport and makes it behave like a board that stays up: each
 run pushes what changed (the inner transport skips files the target already holds), runs the plan,
-fetches, and at the end only the plan's output is removed (``power_off``), so the next run starts from
-the same guest. The kit's modules are unloaded after every run (``stays_up``: deploy.session unloads what
-a plan left). A run that crashed or hung aborts the inner transport: the next ``boot()`` boots afresh.
+fetches, and the plan's output is removed before the next run's plan (prefixed to its command: one console
+round trip less between an edit and its verdict), so each run starts from the same guest. The kit's
+modules are unloaded after every run (``stays_up``: deploy.session unloads what a plan left). A run that
+crashed or hung aborts the inner transport: the next ``boot()`` boots afresh.
 ``shutdown()`` powers the inner target off for good.
 """
 
@@ -28,6 +29,7 @@ class WarmTransport:
         self.inner, self.scratch = inner, tuple(scratch)
         self.boots = 0  # how many times the inner target was booted (or attached)
         self._up = False
+        self._dirty = False  # a run's output is still on the target: removed before the next command
 
     @property
     def console_log(self) -> Path:
@@ -53,15 +55,21 @@ class WarmTransport:
         return result
 
     def run(self, command: str, timeout_s: float) -> CommandResult:
+        if self._dirty:
+            command = f"{self._remove_scratch()}; {command}"
+            self._dirty = False
         return self.inner.run(command, timeout_s)
+
+    def _remove_scratch(self) -> str:
+        return f"rm -rf {' '.join(shell_quote(p) for p in self.scratch)}"
 
     def fetch(self, remote_dir: str) -> dict[str, bytes]:
         return self.inner.fetch(remote_dir)
 
     def power_off(self) -> None:
-        """The end of one run: the plan's output goes, the target stays up (a dead one stays down)."""
-        with contextlib.suppress(KitError):
-            self.inner.run(f"rm -rf {' '.join(shell_quote(p) for p in self.scratch)}", CLEAN_TIMEOUT_S)
+        """The end of one run: the target stays up (a dead one stays down); the plan's output goes with the
+        next command (the next run's first), or when the loop shuts the target down."""
+        self._dirty = True
 
     def abort(self) -> None:
         """A run that crashed, hung or was interrupted: stop the target; the next boot() is a fresh one."""
@@ -69,4 +77,8 @@ class WarmTransport:
         self.inner.abort()
 
     def shutdown(self) -> None:
+        """Power the target off for good; a board that stays up is left without the kit's output."""
+        if self._dirty and self._up:
+            with contextlib.suppress(KitError):
+                self.inner.run(self._remove_scratch(), CLEAN_TIMEOUT_S)
         self.inner.power_off()

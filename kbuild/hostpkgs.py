@@ -10,9 +10,11 @@ import os
 from kbuild.targets import Target
 
 # Needed for every target: Kbuild (make, bc), initramfs (cpio, gzip, xz-utils), module tools (kmod),
-# the private apt setup of kbuild.kernels (apt, dpkg-deb, the archive keyring it names in signed-by).
+# the private apt setup of kbuild.kernels (apt, dpkg-deb, the archive keyring it names in signed-by),
+# ccache (Kbuild's compiler probes and unchanged objects from its cache: kbuild.toolchain).
 BASE_PACKAGES: tuple[str, ...] = (
     "make",
+    "ccache",
     "bc",
     "kmod",
     "cpio",
