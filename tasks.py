@@ -164,17 +164,18 @@ def boards(c: Any) -> None:
             print(f"no board files in {BOARDS_DIR}")
 
 
-@task(help={"target": RUN_HELP["target"], "all": "fetch the kernel of every target (what the tests need)"})
+@task(help={"target": RUN_HELP["target"], "all": "every target's kernel, and what the tests need (chromium)"})
 def setup(c: Any, target: str | None = None, all: bool = False) -> None:
     """Install the host packages (apt-get) and fetch the kernel(s). Idempotent."""
-    from kbuild.hostpkgs import host_packages, install_command, missing_packages, update_command
+    from kbuild.hostpkgs import TEST_PACKAGES, host_packages, install_command, missing_packages, update_command
     from kbuild.kernels import fetch_debian_kernel
     from kbuild.targets import default_target_name, load_target, target_names
 
     with _exit_codes():
         names = target_names() if all else [_flag("--target", target) or default_target_name()]
         chosen = [load_target(name) for name in names]
-        missing = missing_packages(list(dict.fromkeys(p for t in chosen for p in host_packages(t))))
+        wanted = [p for t in chosen for p in host_packages(t)] + (list(TEST_PACKAGES) if all else [])
+        missing = missing_packages(list(dict.fromkeys(wanted)))
         if missing:
             if os.geteuid() != 0 and not shutil.which("sudo"):
                 raise Exit(f"not root and no sudo: run as root: {' '.join(install_command(missing, 0))}", code=2)
@@ -229,7 +230,10 @@ def run(c: Any, target: str | None = None, mem: str | None = None, append: str |
         if not_passed:
             print(format_table(not_passed))
         print(family_summary(verdict.checks), end="")
-        print(summary_line(verdict.checks) + "  (every check: report.txt in the bundle)")
+        for line in outcome.headroom:
+            print(f"  {line}")
+        print(summary_line(verdict.checks) + "  (every check: report.txt in the bundle; report.html: the map, "
+              "the headroom, each rule)")
         if verdict.run_error:
             # bad input found only during the run (exit 2) reads like any bad input: "error: ..."
             print(f"{'error' if outcome.exit_code == 2 else 'run error'}: {verdict.run_error}", file=sys.stderr)
@@ -301,16 +305,19 @@ def model(c: Any, kernel: str, ram: str, arch: str = "arm", ram_base: str | None
 
 
 @task(help={"bundle": "bundle directory (a run's results/<target>/<id>, or files copied off a board)",
-            "json": "write the verdict JSON here"})
-def check(c: Any, bundle: str, json: str | None = None) -> None:
+            "json": "write the verdict JSON here",
+            "report": "write the bring-up report here (default: report.html in the bundle directory)"})
+def check(c: Any, bundle: str, json: str | None = None, report: str | None = None) -> None:
     """Check a bundle offline. Exit 0 when consistent, 1 when a check fails, 2 when the input is unusable."""
+    from analysis.report import headroom_lines, verdict_headroom, write_report
     from analysis.verify.report import family_summary, format_table, summary_line, worst_first
     from analysis.verify.verify import verify_bundle
     from kit.verdict import Verdict, check_output_path, write_verdict_json
 
     with _exit_codes():
-        if json:
-            check_output_path(Path(json))  # a bad --json fails at once, before the verification
+        report_path = Path(report) if report else Path(bundle) / "report.html"
+        for path in ([Path(json)] if json else []) + [report_path]:
+            check_output_path(path)  # a bad --json or --report (or a read-only bundle) fails at once
         result = verify_bundle(Path(bundle))
         ctx = result.context
         verdict = Verdict(
@@ -322,9 +329,13 @@ def check(c: Any, bundle: str, json: str | None = None) -> None:
         )
         print(format_table(worst_first(result.checks)))
         print(family_summary(result.checks), end="")
+        for line in headroom_lines(verdict_headroom(result)):
+            print(f"  {line}")
         print(summary_line(result.checks))
         if json:
             write_verdict_json(verdict, Path(json))
+        write_report(result, report_path)
+        print(f"report: {report_path}")
         if verdict.summary["fail"] or verdict.summary["error"]:
             raise Exit(code=1)
 

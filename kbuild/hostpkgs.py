@@ -27,6 +27,10 @@ BASE_PACKAGES: tuple[str, ...] = (
 )
 
 
+# What the tests need beyond the targets (`invoke setup --all`): a real browser renders report.html.
+TEST_PACKAGES: tuple[str, ...] = ("chromium",)
+
+
 def host_packages(target: Target) -> list[str]:
     """Every apt package the host needs to build and boot ``target``: base, toolchain, QEMU; no repeats."""
     ordered = [*BASE_PACKAGES, *target.toolchain.apt_packages, *target.qemu.apt_packages]

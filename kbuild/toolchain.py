@@ -74,4 +74,5 @@ def find_toolchain(target: Target, which: Callable[[str], str | None] = shutil.w
         )
     if which("make") is None:
         raise UserError("make not found: install make (`invoke setup`)")
-    return Toolchain(arch=target.arch, cross_compile=spec.cross_compile, cc=spec.cc, launcher="ccache" if which("ccache") else None)
+    launcher = "ccache" if which("ccache") else None
+    return Toolchain(arch=target.arch, cross_compile=spec.cross_compile, cc=spec.cc, launcher=launcher)

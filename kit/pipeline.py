@@ -15,14 +15,16 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 from analysis.model.banner import QEMU_VIRT_RAM_BASE
 from analysis.parsers.ktap import extract_module_ktap
+from analysis.report import headroom_lines, verdict_headroom, write_report
 from analysis.verify.check import Check
 from analysis.verify.report import format_table, worst_first
+from analysis.verify.verify import BundleVerdict
 from kbuild.kernels import KernelTree, fetch_busybox, fetch_debian_kernel, local_kernel_tree
 from kbuild.render import default_specs, render_module, template_environment
 from kit.boards import Board
@@ -49,6 +51,7 @@ class RunOutcome:
     verdict: Verdict | None = None
     phases: list[PhaseResult] = field(default_factory=list)
     error: KitError | None = None  # what stopped the run (its class gives the exit code), None if it ran
+    headroom: tuple[str, ...] = ()  # report.html's headroom in a few lines, for the terminal
 
     @property
     def exit_code(self) -> int:
@@ -240,12 +243,18 @@ def excerpt_of(err: KitError) -> str | None:
     return text if isinstance(text, str) and text else None
 
 
-def finish(outcome: RunOutcome, verdict: Verdict) -> RunOutcome:
+def finish(outcome: RunOutcome, verdict: Verdict, checked: BundleVerdict | None = None) -> RunOutcome:
+    """The verdict into the bundle: verdict.json, junit.xml, report.txt, and (with ``checked``, the bundle
+    as verified) the bring-up report.html with every check of ``verdict``; its headroom lines on ``outcome``."""
     outcome.verdict = verdict
     if outcome.bundle_dir is not None:
         write_verdict_json(verdict, outcome.bundle_dir / "verdict.json")
         write_junit(verdict, outcome.bundle_dir / "junit.xml")
         (outcome.bundle_dir / "report.txt").write_text(format_table(worst_first(verdict.checks)))
+        if checked is not None:
+            final = replace(checked, checks=list(verdict.checks))
+            write_report(final, outcome.bundle_dir / "report.html")
+            outcome.headroom = tuple(headroom_lines(verdict_headroom(final)))
     return outcome
 
 

@@ -14,7 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from analysis.verify.check import Check
-from analysis.verify.verify import verify_bundle
+from analysis.verify.verify import BundleVerdict, verify_bundle
 from deploy.base import BoardTransport, Transport
 from deploy.bundle_io import module_name
 from deploy.qemu import QemuTimeouts, QemuTransport
@@ -81,6 +81,7 @@ class RunSession:
         self._loading: list[Path] | None = None  # what this run loads: the shipped modules ``only`` keeps
         self._user: list[Path] | None = None
         self._user_every: list[UserModule] | None = None
+        self._checked: BundleVerdict | None = None  # the bundle as verified (the report is drawn from it)
         self._transport: Transport | None = transport
         self._work: Path | None = None
         # generated/<target> (rendered sources, Kbuild output, shipped modules) is shared by every run of
@@ -239,8 +240,8 @@ class RunSession:
         Ctrl-C kills the guest at once and raises ``Interrupted`` after the verdict is written; an error
         that is not the kit's own is reported as one (exit 3, its traceback in the bundle), never lost.
         """
-        # bad input found with the kernel (a --module's vermagic or compile error, a --kdir that is no tree) raises here:
-        # exit 2 before any bundle exists; only what happens from here on gets a bundle and a verdict
+        # bad input found with the kernel (a --module's vermagic or compile error, a --kdir that is no tree)
+        # raises here: exit 2 before any bundle exists; only what happens from here on gets a bundle and a verdict
         tree = self.kernel()
         self._every_user_module()  # a --module directory that does not compile is bad input too
         try:
@@ -251,14 +252,14 @@ class RunSession:
         except KeyboardInterrupt:
             kept = f"the partial bundle is in {self.outcome.bundle_dir}" if self.outcome.bundle_dir else "no bundle yet"
             interrupted = Interrupted(f"interrupted (Ctrl-C): the guest was stopped, {kept}")
-            finish(self.outcome, self._error_verdict(tree, interrupted))
+            finish(self.outcome, self._error_verdict(tree, interrupted), self._checked)
             raise interrupted from None
         except Exception as err:  # a bug of the kit's: reported like any run error, with its traceback kept
             self.outcome.error = self._internal_error(err)
             verdict = self._error_verdict(tree, self.outcome.error)
         finally:
             self._remove_work_dir()
-        return finish(self.outcome, verdict)
+        return finish(self.outcome, verdict, self._checked)
 
     def _collect_and_verify(self, tree: KernelTree) -> Verdict:
         bundle = new_bundle_dir(self.request)
@@ -283,7 +284,7 @@ class RunSession:
                                        after_batch=lambda _bundle: self._cut_ktap())
         self._cut_ktap()
         with phase(self.outcome, "verify", self.log):
-            result = verify_bundle(bundle)
+            result = self._checked = verify_bundle(bundle)
         return Verdict(self.request.run_name, self.request.target.arch, tree.release, tree.version,
                        [*lost_checks(collected.lost), *result.checks], extra={"phases": self._phase_json()})
 
@@ -370,7 +371,8 @@ class RunSession:
         if bundle is None:
             return []
         try:
-            return verify_bundle(bundle).checks
+            self._checked = verify_bundle(bundle)
+            return self._checked.checks
         except KitError as err:
             self.log(f"partial bundle not checkable: {err}")
             return []

@@ -59,6 +59,9 @@ def test_default_suite_passes_with_model_backed_checks(tmp_path: Path, target: s
     assert sum(passed[f] for f in MODEL_FAMILIES) >= 40
     assert outcome.bundle_dir is not None
     assert (outcome.bundle_dir / "junit.xml").is_file()
+    report = (outcome.bundle_dir / "report.html").read_text()  # the bring-up report, drawn from this run
+    assert "<svg" in report and f"{len(checks)} checks: " in report and "VMALLOC_START 0x" in report
+    assert any(line.startswith("largest free block ") for line in outcome.headroom), outcome.headroom
     assert (tmp_path / "results" / "latest").resolve() == outcome.bundle_dir.resolve()
     for module in ("kit_vmalloc", "kit_vmalloc_exec", "kit_ioremap", "kit_kmap", "kit_alloc"):
         assert (outcome.bundle_dir / "ktap" / f"{module}.ktap").read_text().startswith("KTAP version 1")

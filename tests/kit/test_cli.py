@@ -17,11 +17,25 @@ def invoke(*args: str) -> subprocess.CompletedProcess[str]:
                           check=False)
 
 
-def test_check_a_good_bundle_exits_0_and_writes_json(tmp_path: Path) -> None:
-    done = invoke("check", "--bundle", str(RUN), "--json", str(tmp_path / "v.json"))
+def test_check_a_good_bundle_exits_0_and_writes_json_and_the_report(tmp_path: Path) -> None:
+    done = invoke("check", "--bundle", str(RUN), "--json", str(tmp_path / "v.json"), "--report",
+                  str(tmp_path / "r.html"))
     assert done.returncode == 0, done.stdout[-2000:]
     doc = json.loads((tmp_path / "v.json").read_text())
     assert doc["status"] == "pass" and doc["kernel"]["version"] == "6.1.176"
+    assert "<svg" in (tmp_path / "r.html").read_text() and f"report: {tmp_path / 'r.html'}" in done.stdout
+    # the headroom in a few lines (the largest free block of the last run's snapshot, read off its file)
+    assert "  largest free block 226.3 MiB at 0xf0bbc000;" in done.stdout
+
+
+def test_check_writes_the_report_into_the_bundle_or_fails_at_once_on_a_bad_path(tmp_path: Path) -> None:
+    capture = shutil.copytree(RUN.parent.parent / "bundles" / "fullhan-4.9.129", tmp_path / "capture")
+    done = invoke("check", "--bundle", str(capture))
+    assert "<svg" in (capture / "report.html").read_text(), done.stdout[-2000:]
+    done = invoke("check", "--bundle", str(capture), "--report", str(tmp_path / "no" / "r.html"))
+    assert done.returncode == 2 and done.stdout == ""  # before any verification
+    assert done.stderr.strip() == (f"error: cannot write {tmp_path}/no/r.html: directory {tmp_path}/no does not "
+                                   "exist; create it or give a file in an existing directory")
 
 
 def test_check_a_changed_bundle_exits_1(tmp_path: Path) -> None:
