@@ -58,7 +58,10 @@ load() {
 	cat /proc/vmallocinfo > "$out/vmallocinfo/$1.during.txt"
 	echo "$rc" > "$rcdir/$1.insmod"
 	cat /proc/modules > "$out/modules/$1.txt"
-	dump_sections "$(echo "$1" | tr - _)" > "$out/sections/$1.txt"
+	case $1 in  # /sys/module names have "_" for "-"; only a name with a "-" pays for the forks of tr
+	*-*) dump_sections "$(echo "$1" | tr - _)" ;;
+	*) dump_sections "$1" ;;
+	esac > "$out/sections/$1.txt"
 }
 
 unload() {
