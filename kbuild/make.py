@@ -108,7 +108,7 @@ def build_module_dir(
         return [BuiltModule(name, ko, rebuilt=False, elapsed_s=0.0) for name, ko in pairs]
     before = {ko: _mtime(ko) for ko in kos}
     started = time.monotonic()
-    result = run(cmd, log, check=False)
+    result = run(cmd, log, check=False, env=toolchain.make_environment())
     elapsed = time.monotonic() - started
     if result.returncode != 0:
         raise UserError(compile_error_message(", ".join(names), tree.release, result.stdout + result.stderr))

@@ -40,9 +40,10 @@ def test_without_ccache_cc_is_the_compiler_itself() -> None:
 
 
 def test_a_module_built_through_ccache_is_the_compilers_own(tmp_path: Path) -> None:
-    """Kbuild through ccache (twice: a cold cache, then hits) and without it: the same .ko bytes."""
+    """Kbuild through ccache in depend mode (twice: a cold cache, then hits) and without it: the same .ko bytes."""
     tree, toolchain = debian_kernel("6.1"), find_toolchain(load_target("arm-6.1"))
-    env = {**os.environ, "CCACHE_DIR": str(tmp_path / "ccache")}
+    env = {**os.environ, **toolchain.make_environment(), "CCACHE_DIR": str(tmp_path / "ccache")}
+    assert env["CCACHE_DEPEND"] == "1"  # as the kit builds: ccache's depend mode
     kos = []
     for chain in (toolchain, toolchain, replace(toolchain, launcher=None)):
         shutil.rmtree(tmp_path / "hello", ignore_errors=True)  # one path: the debug info names it
