@@ -306,19 +306,29 @@ def model(c: Any, kernel: str, ram: str, arch: str = "arm", ram_base: str | None
 
 @task(help={"bundle": "bundle directory (a run's results/<target>/<id>, or files copied off a board)",
             "json": "write the verdict JSON here",
-            "report": "write the bring-up report here (default: report.html in the bundle directory)"})
-def check(c: Any, bundle: str, json: str | None = None, report: str | None = None) -> None:
-    """Check a bundle offline. Exit 0 when consistent, 1 when a check fails, 2 when the input is unusable."""
+            "report": "write the bring-up report here (default: report.html in the bundle directory)",
+            "kernel": "what the capture lacks: the kernel version (e.g. 4.9), as invoke model takes it",
+            "ram": "the RAM size (64M, 1G)", "ram_base": "the RAM's physical base (default 0 with --ram)",
+            "page_offset": "PAGE_OFFSET (VMSPLIT), e.g. 0x80000000", "config": "CONFIG_X=y (repeatable)",
+            "cmdline": "the kernel command line (vmalloc=, mem=)"}, iterable=["config"])
+def check(c: Any, bundle: str, json: str | None = None, report: str | None = None, kernel: str | None = None,
+          ram: str | None = None, ram_base: str | None = None, page_offset: str | None = None,
+          config: list[str] | None = None, cmdline: str | None = None) -> None:
+    """Check a bundle offline. Exit 0 when consistent, 1 when a check fails, 2 when the input is unusable,
+    3 when nothing in it could be checked."""
+    from analysis.model.banner import stated_inputs
     from analysis.report import headroom_lines, verdict_headroom, write_report
     from analysis.verify.report import family_summary, format_table, summary_line, worst_first
     from analysis.verify.verify import verify_bundle
+    from kit.errors import CouldNotTell
     from kit.verdict import Verdict, check_output_path, write_verdict_json
 
     with _exit_codes():
+        stated = stated_inputs(kernel, ram, ram_base, cmdline, page_offset, config or [])
         report_path = Path(report) if report else Path(bundle) / "report.html"
         for path in ([Path(json)] if json else []) + [report_path]:
             check_output_path(path)  # a bad --json or --report (or a read-only bundle) fails at once
-        result = verify_bundle(Path(bundle))
+        result = verify_bundle(Path(bundle), stated)
         ctx = result.context
         verdict = Verdict(
             target=str(result.bundle.facts.get("name", Path(bundle).name)),
@@ -336,6 +346,11 @@ def check(c: Any, bundle: str, json: str | None = None, report: str | None = Non
             write_verdict_json(verdict, Path(json))
         write_report(result, report_path)
         print(f"report: {report_path}")
+        if not any(check.status != "skip" for check in result.checks):
+            reasons = "; ".join(dict.fromkeys(check.detail for check in result.checks))
+            raise CouldNotTell(f"could not tell: nothing in {bundle} could be checked ({reasons or 'no checks'}); "
+                               "give what the capture lacks: --kernel, --ram, --ram-base, --page-offset, --config, "
+                               "--cmdline")
         if verdict.summary["fail"] or verdict.summary["error"]:
             raise Exit(code=1)
 

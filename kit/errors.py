@@ -37,3 +37,9 @@ class Interrupted(KitError):
     """The user stopped the run (Ctrl-C): exit 130 as a shell reports SIGINT, after the partial verdict."""
 
     exit_code = 130
+
+
+class CouldNotTell(KitError):
+    """The input was read but nothing in it could be checked (a capture missing what every check needs)."""
+
+    exit_code = 3

@@ -16,6 +16,7 @@ was removed upstream by commit 1c31d4e96b8c (5.1); 5.10/6.1/6.12 do not print it
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from analysis.model.layout_arm import (
     ARM_FIRST_MODELLED,
@@ -250,3 +251,47 @@ def model_layout(arch: str, kernel: str, ram: str | int, ram_base: str | int | N
     _check_cmdline(cmdline)
     inp = ArmLayoutInput(version=version, banks=((base, size),), cmdline=cmdline, config=arm_config)
     return arm_layout(inp)
+
+
+@dataclass(frozen=True)
+class StatedInputs:
+    """What a person states about a capture (``invoke check --kernel/--ram/...``), each checked like
+    ``invoke model``'s; None / empty for what was not given."""
+
+    version: Version | None = None
+    banks: tuple[tuple[int, int], ...] = ()
+    cmdline: str | None = None
+    config: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def given(self) -> bool:
+        return bool(self.version or self.banks or self.cmdline is not None or self.config)
+
+    def describe(self) -> str:
+        """``kernel 4.9, RAM 64 MiB at 0x0, CONFIG_THUMB2_KERNEL=y`` (what was stated, for the notes)."""
+        parts = [f"kernel {format_version(self.version)}"] if self.version else []
+        parts += [f"RAM {format_size(size)} at {base:#x}" for base, size in self.banks]
+        parts += [f"cmdline {self.cmdline!r}"] if self.cmdline is not None else []
+        return ", ".join(parts + [f"{key}={value}" for key, value in self.config.items()])
+
+
+def stated_inputs(kernel: str | None = None, ram: str | None = None, ram_base: str | None = None,
+                  cmdline: str | None = None, page_offset: str | None = None,
+                  config: Sequence[str] = ()) -> StatedInputs:
+    """The hints, checked (UserError naming the bad one). ``ram_base`` defaults to 0 with ``ram``."""
+    if ram_base is not None and ram is None:
+        raise UserError("--ram-base without --ram: give the RAM size too (e.g. --ram 64M --ram-base 0x80000000)")
+    version = _version(kernel) if kernel is not None else None
+    words = list(config) + ([f"PAGE_OFFSET={page_offset}"] if page_offset is not None else [])
+    kconfig = _parse_config_words(words) if words else {}
+    if words:
+        _arm_config(words, None)  # PAGE_OFFSET and the split choices checked as invoke model does
+    banks: tuple[tuple[int, int], ...] = ()
+    if ram is not None:
+        base = _number(ram_base) if ram_base is not None else 0
+        banks = ((base, _ram_size(ram, base, kconfig.get("CONFIG_ARM_LPAE") == "y")),)
+    if cmdline is not None:
+        _check_cmdline(cmdline)
+    named = {"CONFIG_" + w.strip().partition("=")[0].lstrip("!").removeprefix("no-").upper().removeprefix("CONFIG_")
+             for w in words}
+    return StatedInputs(version, banks, cmdline, {k: v for k, v in kconfig.items() if k in named})

@@ -16,6 +16,7 @@ from analysis.model.other_arches import NotModelled, x86_32_layout
 from analysis.model.units import Version
 from analysis.model.versions import Row, VersionTable
 from analysis.parsers import ProcModule
+from analysis.verify.block_invariants import block_invariant_checks, printed_spans
 from analysis.verify.bundle import Bundle
 from analysis.verify.check import Check, CheckStatus, compare, skip
 from analysis.verify.context import Context
@@ -123,7 +124,8 @@ def meminfo_checks(bundle: Bundle, ctx: Context) -> list[Check]:
     meminfo = bundle.meminfo
     if meminfo is None:
         return []
-    checks = [_vmalloc_total(meminfo, ctx), _low_plus_high(meminfo), _high_total(meminfo, ctx),
+    printed = printed_spans(bundle.boot).get("vmalloc") if bundle.boot is not None else None
+    checks = [_vmalloc_total(meminfo, ctx, printed), _low_plus_high(meminfo), _high_total(meminfo, ctx),
               _vmalloc_used(bundle, meminfo, ctx.version)]
     return checks
 
@@ -133,8 +135,13 @@ def _kb(value: int | None) -> str | None:
     return None if value is None else f"{value} kB"
 
 
-def _vmalloc_total(meminfo: dict[str, int], ctx: Context) -> Check:
-    """fs/proc/meminfo.c: VmallocTotal = (VMALLOC_END - VMALLOC_START) >> 10 (5.10:119, 6.1:128, 6.12:129)."""
+def _vmalloc_total(meminfo: dict[str, int], ctx: Context, printed: Span | None) -> Check:
+    """fs/proc/meminfo.c: VmallocTotal = (VMALLOC_END - VMALLOC_START) >> 10 (5.10:119, 6.1:128, 6.12:129; the
+    same expression since 2.6): the model's window, or without a model the boot log's printed vmalloc line."""
+    if ctx.layout is None and printed is not None:
+        return compare("meminfo.VmallocTotal", "meminfo", _kb((printed[1] - printed[0]) >> 10),
+                       _kb(meminfo.get("VmallocTotal")), "the printed vmalloc line's (end - start) >> 10 (no layout "
+                       f"model: {ctx.why_no_layout})")
     if ctx.layout is None:
         return skip("meminfo.VmallocTotal", "meminfo", ctx.why_no_layout or "no layout model")
     return compare("meminfo.VmallocTotal", "meminfo", _kb(ctx.layout.VmallocTotal_kB), _kb(meminfo.get("VmallocTotal")),
@@ -272,7 +279,8 @@ def modules_checks(bundle: Bundle, ctx: Context) -> list[Check]:
 
 def consistency_checks(bundle: Bundle, ctx: Context) -> list[Check]:
     """Every offline consistency check of the bundle (pass ``infer_context(bundle)`` for board captures)."""
-    checks = layout_checks(bundle, ctx) + meminfo_checks(bundle, ctx)
+    printed = printed_spans(bundle.boot) if bundle.boot is not None else {}
+    checks = layout_checks(bundle, ctx) + block_invariant_checks(bundle.boot, ctx.arch) + meminfo_checks(bundle, ctx)
     for snap in snapshots(bundle):
-        checks += vmallocinfo_checks(snap, ctx)
+        checks += vmallocinfo_checks(snap, ctx, printed)
     return checks + modules_checks(bundle, ctx)

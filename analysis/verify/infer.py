@@ -21,6 +21,7 @@ import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from analysis.model.banner import StatedInputs
 from analysis.model.layout_arm import ArmLayout, ArmLayoutInput, arm_layout
 from analysis.model.units import Version, parse_kernel_version
 from analysis.parsers import BootLog
@@ -120,17 +121,19 @@ def config_from_boot(boot: BootLog | None) -> tuple[dict[str, str], list[str]]:
     return config, notes
 
 
-def infer_context(bundle: Bundle) -> InferredContext:
-    """``build_context`` plus the boot-log inference above; stated facts always win."""
-    ctx = build_context(bundle)
+def infer_context(bundle: Bundle, stated: StatedInputs | None = None) -> InferredContext:
+    """``build_context`` plus the boot-log inference above; stated facts always win: ``stated`` (what the
+    engineer gives ``invoke check``) over the bundle's files, the files over the inference."""
+    files = build_context(bundle)
+    ctx = _with_stated(files, stated)
     text = boot_text(bundle)
     notes: list[str] = []
     version = refined_version(bundle.boot, ctx.version)
     if version != ctx.version:
         notes.append(f"kernel version {'.'.join(map(str, version or ()))} read from the banner")
-    stated = bundle.facts.get("arch")
+    stated_arch = bundle.facts.get("arch")
     # context._arch calls any log with a pkmap line "arm"; x86-32 prints pkmap too, so re-read the log.
-    arch = stated if isinstance(stated, str) else arch_from_boot(bundle.boot, text) or ctx.arch
+    arch = stated_arch if isinstance(stated_arch, str) else arch_from_boot(bundle.boot, text) or ctx.arch
     if arch != ctx.arch:
         notes.append(f"arch {arch} inferred from the boot log")
     banks = ctx.banks
@@ -141,14 +144,25 @@ def infer_context(bundle: Bundle) -> InferredContext:
         elif bundle.boot is not None and (found := banks_from_layout_block(bundle.boot)) is not None:
             banks, note = found
             notes.append(note)
-    config = dict(ctx.config)
+    config = dict(files.config)
     if not config:
         config, config_notes = config_from_boot(bundle.boot)
         notes += config_notes
+    if stated is not None and stated.given:
+        config.update(stated.config)
+        notes.append(f"stated: {stated.describe()}")
     base = replace(ctx, arch=arch, version=version, banks=banks, config=config)
     layout, why = _layout(base)
     return InferredContext(arch, version, ctx.release, ctx.cmdline, banks, config, layout, why,
                            notes=tuple(notes))
+
+
+def _with_stated(ctx: Context, stated: StatedInputs | None) -> Context:
+    """The version, RAM and command line the engineer stated, over the bundle's (config: see infer_context)."""
+    if stated is None or not stated.given:
+        return ctx
+    return replace(ctx, version=stated.version or ctx.version, banks=stated.banks or ctx.banks,
+                   cmdline=ctx.cmdline if stated.cmdline is None else stated.cmdline)
 
 
 def _layout(ctx: Context) -> tuple[ArmLayout | None, str | None]:

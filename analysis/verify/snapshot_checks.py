@@ -165,8 +165,19 @@ def allowed_spans(layout: ArmLayout) -> tuple[list[Span], list[Span]]:
     return normal, [*normal, (layout.VMALLOC_START, layout.FIXADDR_START), lowmem]
 
 
-def _region_finder(layout: ArmLayout) -> Finder:
-    normal, static = allowed_spans(layout)
+def printed_allowed_spans(printed: dict[str, Span]) -> tuple[list[Span], list[Span]] | None:
+    """``allowed_spans`` from a printed layout block (no model): its vmalloc and modules lines, and static
+    maps up to its fixmap line; None without a vmalloc line."""
+    if "vmalloc" not in printed:
+        return None
+    vmalloc = printed["vmalloc"]
+    normal = [vmalloc, *([printed["modules"]] if "modules" in printed else [])]
+    top = printed["fixmap"][0] if "fixmap" in printed else vmalloc[1]
+    return normal, [*normal, (vmalloc[0], top), *([printed["lowmem"]] if "lowmem" in printed else [])]
+
+
+def _region_finder(spans: tuple[list[Span], list[Span]]) -> Finder:
+    normal, static = spans
 
     def problem(entry: VmallocEntry) -> str | None:
         start, end = entry.start, entry.end
@@ -194,7 +205,8 @@ def _ioremap_finder(max_order: int) -> Finder:
     return lambda entries: _first(entries, problem)
 
 
-def vmallocinfo_checks(snap: Snapshot, ctx: Context) -> list[Check]:
+def vmallocinfo_checks(snap: Snapshot, ctx: Context, printed: dict[str, Span] | None = None) -> list[Check]:
+    """``printed``: the boot log's layout block, for the region check when there is no layout model."""
     entries = snap.entries
     kind = address_kind(entries)
     prefix = f"vmallocinfo.{snap.label}"
@@ -208,11 +220,16 @@ def vmallocinfo_checks(snap: Snapshot, ctx: Context) -> list[Check]:
                              "end - start == size, page aligned"))
     checks.append(_order_check(snap, ctx.version))
     checks.append(_invariant(snap, "overlap", _overlap, entries, "busy areas do not overlap"))
-    if ctx.layout is None or ctx.arch != "arm":
-        checks.append(skip(f"{prefix}.region", "vmallocinfo", ctx.why_no_layout or "no layout model"))
-    else:
-        checks.append(_invariant(snap, "region", _region_finder(ctx.layout), entries,
+    from_block = printed_allowed_spans(printed or {}) if ctx.arch in ("arm", None) else None
+    if ctx.layout is not None and ctx.arch == "arm":
+        checks.append(_invariant(snap, "region", _region_finder(allowed_spans(ctx.layout)), entries,
                                  "in [VMALLOC_START, VMALLOC_END), the module area or static maps"))
+    elif from_block is not None:
+        checks.append(_invariant(snap, "region", _region_finder(from_block), entries,
+                                 "in the printed vmalloc or modules line, or static maps up to the fixmap "
+                                 "(no layout model: " + (ctx.why_no_layout or "?") + ")"))
+    else:
+        checks.append(skip(f"{prefix}.region", "vmallocinfo", ctx.why_no_layout or "no layout model"))
     checks.append(_ioremap_check(snap, ctx))
     return checks
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from analysis.model.banner import StatedInputs
 from analysis.verify.bundle import Bundle, load_bundle
 from analysis.verify.check import Check, skip
 from analysis.verify.consistency import consistency_checks
@@ -53,9 +54,10 @@ def _run_checks(bundle: Bundle, ctx: Context) -> list[Check]:
     return checks
 
 
-def verify_bundle(root: Path) -> BundleVerdict:
-    """Load ``root`` and run every check that its files allow."""
+def verify_bundle(root: Path, stated: StatedInputs | None = None) -> BundleVerdict:
+    """Load ``root`` and run every check that its files allow (``stated``: what the engineer knows and the
+    capture lacks, over what the files say)."""
     bundle = load_bundle(root)
-    ctx = infer_context(bundle)
+    ctx = infer_context(bundle, stated)
     checks = facts_checks(bundle) + _run_checks(bundle, ctx) + consistency_checks(bundle, ctx)
     return BundleVerdict(bundle, ctx, checks)

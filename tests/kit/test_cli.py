@@ -99,3 +99,25 @@ def test_a_bad_append_is_one_line_before_anything_runs() -> None:
     done = invoke("run", "--append", "x" * 1100)
     assert done.returncode == 2
     assert "keep at most 1023 (COMMAND_LINE_SIZE)" in done.stderr
+
+
+def test_check_a_capture_where_nothing_can_be_checked_exits_3(tmp_path: Path) -> None:
+    """Issue 9: 'could not tell' is never exit 0. A boot log with no layout block, banner or Memory: line."""
+    (tmp_path / "boot.log").write_text("[    0.000000] Kernel command line: console=ttyS0,115200\n")
+    done = invoke("check", "--bundle", str(tmp_path))
+    assert done.returncode == 3, done.stdout[-2000:]
+    line = done.stderr.strip()
+    assert line.startswith(f"error: could not tell: nothing in {tmp_path} could be checked (the boot log has no")
+    assert line.endswith("give what the capture lacks: --kernel, --ram, --ram-base, --page-offset, --config, --cmdline")
+
+
+def test_check_takes_what_the_engineer_knows(tmp_path: Path) -> None:
+    capture = shutil.copytree(RUN.parent.parent / "bundles" / "allwinner-3.4.39", tmp_path / "capture")
+    log = capture / "boot.log"
+    log.write_text("".join(line for line in log.read_text().splitlines(True) if "Linux version" not in line))
+    done = invoke("check", "--bundle", str(capture))
+    assert done.returncode == 0 and "SKIP    layout.block.vmalloc" in done.stdout
+    done = invoke("check", "--bundle", str(capture), "--kernel", "3.4", "--ram", "256M", "--ram-base", "0x40000000")
+    assert done.returncode == 0 and "PASS    layout.block.vmalloc" in done.stdout, done.stdout[-3000:]
+    done = invoke("check", "--bundle", str(capture), "--kernel", "2.6.18")
+    assert done.returncode == 2 and done.stderr.startswith("error: not modelled: ARM kernel 2.6.18")
