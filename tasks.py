@@ -293,14 +293,16 @@ def watch(c: Any, target: str | None = None, mem: str | None = None, append: str
     "page_offset": "PAGE_OFFSET (VMSPLIT), e.g. 0x80000000",
     "config": "CONFIG_X=y (repeatable)",
     "json": "print a JSON object instead of the kernel's layout banner",
+    "vmalloc_end": "a kernel before 3.3: the machine's VMALLOC_END (mach/vmalloc.h), e.g. 0xf6000000",
 }, iterable=["config"])
 def model(c: Any, kernel: str, ram: str, arch: str = "arm", ram_base: str | None = None, cmdline: str = "",
-          page_offset: str | None = None, config: list[str] | None = None, json: bool = False) -> None:
+          page_offset: str | None = None, config: list[str] | None = None, json: bool = False,
+          vmalloc_end: str | None = None) -> None:
     """Print the predicted virtual memory layout."""
     from analysis.model.banner import format_layout_banner, layout_json, model_layout
 
     with _exit_codes():
-        layout = model_layout(arch, kernel, ram, ram_base, cmdline, page_offset, config or [])
+        layout = model_layout(arch, kernel, ram, ram_base, cmdline, page_offset, config or [], vmalloc_end)
         print(jsonlib.dumps(layout_json(layout), indent=2) if json else format_layout_banner(layout))
 
 

@@ -37,6 +37,8 @@ from analysis.model.units import Version, format_size, format_version, memparse_
 from analysis.model.versions import ARM_P2V_ALIGN
 from kit.errors import UserError
 
+OLDEST_MODELLED: Version = (2, 6, 0)  # the version tables' first rows (analysis/model/versions.py)
+
 QEMU_VIRT_RAM_BASE = 0x40000000
 
 
@@ -159,10 +161,11 @@ def _arm_config(words: Sequence[str], page_offset: int | None) -> tuple[ArmConfi
 
 
 def _version(kernel: str) -> Version:
+    """A modelled kernel version: 2.6 and later (before ARM_FIRST_MODELLED, with the machine's VMALLOC_END)."""
     version = parse_kernel_version(kernel)
-    if version < ARM_FIRST_MODELLED:
-        raise UserError(f"not modelled: ARM kernel {kernel.strip()} takes VMALLOC_END from per-machine headers; "
-                        f"give {format_version(ARM_FIRST_MODELLED)} or newer, e.g. 6.1")
+    if version < OLDEST_MODELLED:
+        raise UserError(f"not modelled: ARM kernel {kernel.strip()}: the model starts at 2.6 (before "
+                        f"{format_version(ARM_FIRST_MODELLED)} with the machine's VMALLOC_END given)")
     return version
 
 
@@ -230,7 +233,7 @@ def _check_cmdline(cmdline: str) -> None:
 
 def model_layout(arch: str, kernel: str, ram: str | int, ram_base: str | int | None = None,
                  cmdline: str = "", page_offset: str | int | None = None,
-                 config: Sequence[str] = ()) -> ArmLayout:
+                 config: Sequence[str] = (), vmalloc_end: str | int | None = None) -> ArmLayout:
     """The layout from what a person types: `model_layout("arm", "6.1", "1G", cmdline="vmalloc=300M")`.
 
     Defaults follow the kit's QEMU targets: RAM at 0x40000000, Debian armmp config (HIGHMEM, 3G/1G).
@@ -249,7 +252,9 @@ def model_layout(arch: str, kernel: str, ram: str | int, ram_base: str | int | N
     base = _ram_base(ram_base, version, p2v, arm_config.lpae)
     size = _ram_size(ram, base, arm_config.lpae)
     _check_cmdline(cmdline)
-    inp = ArmLayoutInput(version=version, banks=((base, size),), cmdline=cmdline, config=arm_config)
+    end = None if vmalloc_end is None else _number(vmalloc_end)
+    inp = ArmLayoutInput(version=version, banks=((base, size),), cmdline=cmdline, config=arm_config,
+                         vmalloc_end=end)
     return arm_layout(inp)
 
 

@@ -18,6 +18,7 @@ from analysis.model.versions import (
     ARM_EARLY_VMALLOC,
     ARM_FIXMAP,
     ARM_LAYOUT_TABLES,
+    ARM_VMALLOC_DEFAULT,
     ARM_VMALLOC_END,
     EarlyVmallocStyle,
 )
@@ -78,6 +79,7 @@ class ArmLayoutInput:
     cmdline: str = ""
     config: ArmConfig = ArmConfig()
     phys_offset: int | None = None   # default: lowest bank base (ARM_PATCH_PHYS_VIRT finds the RAM start)
+    vmalloc_end: int | None = None   # a pre-3.3 machine's own VMALLOC_END (mach/vmalloc.h); later: ignored
 
 
 @dataclass(frozen=True)
@@ -158,8 +160,23 @@ def early_vmalloc(arg: str, version: Version, page_offset: int, vmalloc_end: int
     return min(size, vmalloc_end - (page_offset + reserve))
 
 
+def machine_vmalloc_end(inp: ArmLayoutInput, notes: list[str]) -> int:
+    """arch/arm/include/asm/pgtable.h VMALLOC_END from 3.3 on; before, each machine's mach/vmalloc.h: the
+    caller gives it (``invoke model --vmalloc-end``, or the capture's printed vmalloc line)."""
+    value = ARM_VMALLOC_END.value(inp.version)
+    if value is not None:
+        return value
+    if inp.vmalloc_end is None:
+        raise UserError(f"ARM kernel {format_version(inp.version)} takes VMALLOC_END from the machine's "
+                        "mach/vmalloc.h: give it (e.g. --vmalloc-end 0xf6000000, or a capture whose layout block "
+                        f"prints the vmalloc line); single value from {format_version(ARM_FIRST_MODELLED)} on")
+    notes.append(f"VMALLOC_END 0x{inp.vmalloc_end:08x} given (kernel {format_version(inp.version)}: the machine's "
+                 "mach/vmalloc.h; its platform may also override VMALLOC_START, which the model does not know)")
+    return inp.vmalloc_end
+
+
 def vmalloc_limit(style: EarlyVmallocStyle, size: int | None, vmalloc_end: int,
-                  page_offset: int, phys_offset: int) -> int:
+                  page_offset: int, phys_offset: int, version: Version = (6, 1, 0)) -> int:
     """Physical address where lowmem must stop (adjust_lowmem_bounds, u64 arithmetic).
 
     "min" (5.10:1144/1188 and legacy sanity_check_meminfo): `vmalloc_min - PAGE_OFFSET + PHYS_OFFSET`
@@ -167,7 +184,8 @@ def vmalloc_limit(style: EarlyVmallocStyle, size: int | None, vmalloc_end: int,
     "size" (6.1:1208, 6.12): `VMALLOC_END - vmalloc_size - VMALLOC_OFFSET - PAGE_OFFSET + PHYS_OFFSET`.
     """
     if size is None:
-        vmalloc_min = vmalloc_end - VMALLOC_DEFAULT_SIZE - VMALLOC_OFFSET
+        default, with_offset = ARM_VMALLOC_DEFAULT.value(version)
+        vmalloc_min = vmalloc_end - default - (VMALLOC_OFFSET if with_offset else 0)
     elif style == "min":
         vmalloc_min = vmalloc_end - size
     else:
@@ -362,14 +380,8 @@ def arm_layout(inp: ArmLayoutInput) -> ArmLayout:
     """The whole ARM layout for one kernel version, RAM description, command line and config."""
     if not inp.banks:
         raise UserError("no RAM banks given: give at least one (base, size)")
-    if inp.version < ARM_FIRST_MODELLED:
-        raise UserError(f"not modelled: ARM kernel {format_version(inp.version)} takes VMALLOC_END "
-                        f"from per-machine headers; use {format_version(ARM_FIRST_MODELLED)} or newer")
     version, notes = effective_version(inp.version)
-    vmalloc_end = ARM_VMALLOC_END.value(version)
-    if vmalloc_end is None:
-        raise UserError(f"not modelled: ARM kernel {format_version(inp.version)} takes VMALLOC_END "
-                        f"from per-machine headers; use {format_version(ARM_FIRST_MODELLED)} or newer")
+    vmalloc_end = machine_vmalloc_end(inp, notes)
     cfg = inp.config
     banks = [b for b in (memblock_add(base, size, cfg.lpae) for base, size in _merge(inp.banks)) if b]
     if not banks:
@@ -391,7 +403,7 @@ def arm_layout(inp: ArmLayoutInput) -> ArmLayout:
             notes.append(f"vmalloc={vmalloc_args[-1]}: early_vmalloc uses {format_size(size)} (mmu.c: "
                          "a 32-bit unsigned long, clamped to at least 16M and to leave 32M of lowmem)")
     style = ARM_EARLY_VMALLOC.value(version)
-    limit = vmalloc_limit(style, size, vmalloc_end, cfg.page_offset, phys_offset)
+    limit = vmalloc_limit(style, size, vmalloc_end, cfg.page_offset, phys_offset, version)
     bounds = adjust_lowmem_bounds(banks, limit)
     if not cfg.highmem or cfg.vipt_aliasing:
         banks = ignore_ram_above(banks, bounds.memblock_limit)
@@ -419,7 +431,7 @@ def arm_layout(inp: ArmLayoutInput) -> ArmLayout:
         FIXADDR_START=fixmap.start, FIXADDR_END=fixmap.end, FIXADDR_TOP=fixmap.end - PAGE_SIZE,
         FIX_KMAP_BEGIN=fixmap.kmap_begin, VECTORS_BASE=VECTORS_BASE,
         arm_lowmem_limit=bounds.arm_lowmem_limit, memblock_limit=bounds.memblock_limit,
-        vmalloc_size_requested=VMALLOC_DEFAULT_SIZE if size is None else size,
+        vmalloc_size_requested=ARM_VMALLOC_DEFAULT.value(version)[0] if size is None else size,
         lowmem_bytes=lowmem_bytes, highmem_bytes=highmem_bytes if cfg.highmem else 0,
         banks=tuple(banks), nomap=bounds.nomap, config=cfg, notes=tuple(notes),
     )

@@ -82,6 +82,19 @@ ARM_VMALLOC_END: VersionTable[int | None] = VersionTable("ARM VMALLOC_END", (
         bracket=((3, 18, 0), (4, 9, 129))),
 ))
 
+# --- ARM default vmalloc reservation -------------------------------------------------------------------
+# arch/arm/mm/mmu.c, the lowmem limit when no vmalloc= is given: (size, whether VMALLOC_OFFSET is added).
+# 2.6 .. 3.2: `static void * __initdata vmalloc_min = (void *)(VMALLOC_END - SZ_128M);` ("the default is
+# 128m", the early_vmalloc comment; read in several copies of 2.6.3x/3.0-era mmu.c). 5.10 has
+# `VMALLOC_END - (240 << 20) - VMALLOC_OFFSET`, 6.1/6.12 vmalloc_size = 240 MiB plus VMALLOC_OFFSET in
+# adjust_lowmem_bounds. The change to 240 MiB is taken to come with 0536bdf33faf (iotable mappings moved into
+# the vmalloc area, the same release as the single VMALLOC_END below); that release is not verified here.
+ARM_VMALLOC_DEFAULT: VersionTable[tuple[int, bool]] = VersionTable("ARM default vmalloc reservation", (
+    Row((2, 6, 0), (128 << 20, False), "mmu.c vmalloc_min = VMALLOC_END - SZ_128M (2.6, 3.0-3.2)"),
+    Row((3, 3, 0), (240 << 20, True), "mmu.c VMALLOC_END - 240M - VMALLOC_OFFSET (5.10; 6.1/6.12 vmalloc_size)",
+        bracket=((3, 0, 0), (3, 4, 39))),
+))
+
 # --- ARM PHYS_OFFSET alignment (CONFIG_ARM_PATCH_PHYS_VIRT) ------------------------------------------
 # head.S computes PHYS_OFFSET from where the image runs and patches PHYS_OFFSET - PAGE_OFFSET into the
 # __pv_table stubs; a displacement that is not aligned stops the boot (`bne __error` / deadloop).

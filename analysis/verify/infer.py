@@ -152,7 +152,8 @@ def infer_context(bundle: Bundle, stated: StatedInputs | None = None) -> Inferre
         config.update(stated.config)
         notes.append(f"stated: {stated.describe()}")
     base = replace(ctx, arch=arch, version=version, banks=banks, config=config)
-    layout, why = _layout(base)
+    printed = bundle.boot.layout.get("vmalloc") if bundle.boot is not None else None
+    layout, why = _layout(base, printed[1] if printed is not None else None)
     return InferredContext(arch, version, ctx.release, ctx.cmdline, banks, config, layout, why,
                            notes=tuple(notes))
 
@@ -165,8 +166,9 @@ def _with_stated(ctx: Context, stated: StatedInputs | None) -> Context:
                    cmdline=ctx.cmdline if stated.cmdline is None else stated.cmdline)
 
 
-def _layout(ctx: Context) -> tuple[ArmLayout | None, str | None]:
-    """The ARM model for the completed facts, or why there is none (same rules as build_context)."""
+def _layout(ctx: Context, vmalloc_end: int | None = None) -> tuple[ArmLayout | None, str | None]:
+    """The ARM model for the completed facts, or why there is none (same rules as build_context).
+    ``vmalloc_end``: the printed vmalloc line's end, the machine's VMALLOC_END for a kernel before 3.3."""
     if ctx.arch != "arm":
         return None, f"not modelled: arch {ctx.arch or 'unknown'} (only 32-bit ARM has a full layout model)"
     if ctx.version is None:
@@ -174,7 +176,8 @@ def _layout(ctx: Context) -> tuple[ArmLayout | None, str | None]:
     if not ctx.banks:
         return None, "RAM size unknown (no target.toml mem_mib, no iomem.txt, no node ranges or layout block)"
     try:
-        return arm_layout(ArmLayoutInput(ctx.version, ctx.banks, ctx.cmdline, ctx.arm_config)), None
+        return arm_layout(ArmLayoutInput(ctx.version, ctx.banks, ctx.cmdline, ctx.arm_config,
+                                         vmalloc_end=vmalloc_end)), None
     except UserError as err:
         return None, str(err)
 

@@ -109,9 +109,26 @@ def test_vmsplit_3g_opt_needs_no_lpae() -> None:
     assert "needs !ARM_LPAE" in one_line_error("arm", "6.1", "1G", config=["ARM_LPAE", "VMSPLIT_3G_OPT"])
 
 
-@pytest.mark.parametrize("kernel", ["2.6.35", "3.2.99", "1.0", "0.0.1"])
-def test_kernels_before_one_vmalloc_end_are_not_modelled(kernel: str) -> None:
-    assert "give 3.3.0 or newer" in one_line_error("arm", kernel, "1G")
+@pytest.mark.parametrize("kernel", ["2.6.35", "3.2.99"])
+def test_kernels_before_one_vmalloc_end_need_the_machines(kernel: str) -> None:
+    assert "give it (e.g. --vmalloc-end 0xf6000000" in one_line_error("arm", kernel, "1G")
+
+
+@pytest.mark.parametrize("kernel", ["1.0", "0.0.1", "2.4.37"])
+def test_kernels_before_2_6_are_not_modelled(kernel: str) -> None:
+    assert "the model starts at 2.6" in one_line_error("arm", kernel, "1G")
+
+
+def test_a_legacy_kernel_reserves_128m_with_the_machines_vmalloc_end() -> None:
+    """2.6/3.0-3.2 mmu.c: vmalloc_min = VMALLOC_END - SZ_128M, no VMALLOC_OFFSET; 3.3 on: 240M + 8M. With
+    1 GiB at 0x30000000 and a machine VMALLOC_END of 0xf6000000 (s3c2410's mach/vmalloc.h): lowmem stops at
+    0xf6000000 - 128M = 0xee000000, VMALLOC_START = 0xee000000 + 8M; on 3.4 (VMALLOC_END 0xff000000) at
+    0xff000000 - 248M = 0xef800000."""
+    old = model_layout("arm", "2.6.35", "1G", ram_base="0x30000000", vmalloc_end="0xf6000000")
+    assert (old.high_memory, old.VMALLOC_START, old.VMALLOC_END) == (0xEE000000, 0xEE800000, 0xF6000000)
+    assert any("VMALLOC_END 0xf6000000 given" in note for note in old.notes)
+    new = model_layout("arm", "3.4", "1G", ram_base="0x30000000", vmalloc_end="0xf6000000")  # ignored from 3.3
+    assert (new.high_memory, new.VMALLOC_END) == (0xEF800000, 0xFF000000)
 
 
 @pytest.mark.parametrize("kernel", ["", "6", "six", "6.1 rc", "v6.1"])

@@ -153,8 +153,8 @@ def test_other_arch_is_not_modelled() -> None:
         model_layout("x86_64", "6.1", "1G")
 
 
-def test_pre_3_3_arm_is_not_modelled() -> None:
-    with pytest.raises(UserError, match="not modelled"):
+def test_pre_3_3_arm_needs_the_machines_vmalloc_end() -> None:
+    with pytest.raises(UserError, match="takes VMALLOC_END from the machine's mach/vmalloc.h"):
         model_layout("arm", "2.6.35", "256M")
 
 
