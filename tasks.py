@@ -141,14 +141,18 @@ RUN_HELP = {
 
 @task
 def targets(c: Any) -> None:
-    """List the targets."""
+    """List the targets (* the default) and whether their kernel is in the cache."""
+    from kbuild.kernels import cached_releases
     from kbuild.targets import default_target_name, load_target, target_names
 
     with _exit_codes():
-        default = default_target_name()
-        for name in target_names():
-            mark = "*" if name == default else " "
-            print(f"{mark} {name:10} {load_target(name).description}")
+        default, names = default_target_name(), target_names()
+        width = max(len(name) for name in names)
+        for name in names:
+            target = load_target(name)
+            cached = cached_releases(target)
+            state = f"cached {cached[-1]}" if cached else "not fetched (invoke setup --target " + name + ")"
+            print(f"{'*' if name == default else ' '} {name:{width}}  {state:36}  {target.description}")
 
 
 @task

@@ -72,6 +72,20 @@ def default_cache_dir() -> Path:
     return Path(base) / "kmodkit"
 
 
+def cached_releases(target: Target, cache: Path | None = None) -> list[str]:
+    """The releases of ``target``'s series and flavour fully unpacked in the cache (no network: what
+    ``invoke targets`` shows; ``fetch_debian_kernel`` still checks the archive for a newer one)."""
+    spec = target.kernel
+    arch_dir = (cache if cache is not None else default_cache_dir()) / "kernels" / spec.debian_arch
+    found = []
+    for entry in sorted(arch_dir.glob("*_*")) if arch_dir.is_dir() else []:
+        release = entry.name.split("_", 1)[0]
+        series_ok = release.startswith(spec.series + ".") or release.startswith(spec.series + "-")
+        if series_ok and release.endswith("-" + spec.flavour) and (entry / MARKER).is_file():
+            found.append(release)
+    return found
+
+
 def fetch_debian_kernel(target: Target, cache: Path | None = None, log: Log = no_log) -> KernelTree:
     """Fetch (or reuse from the cache) the current Debian kernel of ``target`` and return its tree."""
     root = cache if cache is not None else default_cache_dir()

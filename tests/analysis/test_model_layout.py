@@ -154,7 +154,7 @@ def test_other_arch_is_not_modelled() -> None:
 
 
 def test_pre_3_3_arm_needs_the_machines_vmalloc_end() -> None:
-    with pytest.raises(UserError, match="takes VMALLOC_END from the machine's mach/vmalloc.h"):
+    with pytest.raises(UserError, match=r"takes VMALLOC_END from the machine's mach/vmalloc\.h"):
         model_layout("arm", "2.6.35", "256M")
 
 

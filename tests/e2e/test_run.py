@@ -42,7 +42,7 @@ def failing(outcome: RunOutcome) -> list[str]:
             if c.status in ("fail", "error")]
 
 
-@pytest.mark.parametrize("target", ["arm-6.1", "arm-5.10", "arm-6.12"])
+@pytest.mark.parametrize("target", ["arm-6.1", "arm-5.10", "arm-6.12", "arm-lpae-6.1"])
 def test_default_suite_passes_with_model_backed_checks(tmp_path: Path, target: str) -> None:
     outcome = run(tmp_path, target)
     assert outcome.verdict is not None
@@ -60,7 +60,7 @@ def test_default_suite_passes_with_model_backed_checks(tmp_path: Path, target: s
     assert outcome.bundle_dir is not None
     assert (outcome.bundle_dir / "junit.xml").is_file()
     report = (outcome.bundle_dir / "report.html").read_text()  # the bring-up report, drawn from this run
-    assert "<svg" in report and f"{len(checks)} checks: " in report and "VMALLOC_START 0x" in report
+    assert "<svg" in report and f"{len(checks)} checks: " in report and "= (high_memory 0x" in report
     assert any(line.startswith("largest free block ") for line in outcome.headroom), outcome.headroom
     assert (tmp_path / "results" / "latest").resolve() == outcome.bundle_dir.resolve()
     for module in ("kit_vmalloc", "kit_vmalloc_exec", "kit_ioremap", "kit_kmap", "kit_alloc"):
@@ -75,6 +75,9 @@ def test_default_suite_passes_with_model_backed_checks(tmp_path: Path, target: s
     ("arm-5.10", 1536, "vmalloc=300M", 296 * 1024),
     # RAM-limited, no highmem: 640 MiB of lowmem, the window grows to VMALLOC_END - (0xe8000000 + 8M)
     ("arm-6.12", 640, "", (0xFF800000 - 0xE8800000) // 1024),
+    # LPAE (armmp-lpae): 3 GiB from 0x40000000 ends at 4 GiB physical; lowmem 768 MiB as without LPAE, the
+    # window the default 240 MiB: VMALLOC_END 0xff800000 - (0xf0000000 + 8M)
+    ("arm-lpae-6.1", 3072, "", (0xFF800000 - 0xF0800000) // 1024),
 ])
 def test_other_memory_sizes_and_vmalloc_arguments(tmp_path: Path, target: str, mem: int, append: str,
                                                   vmalloc_kb: int) -> None:

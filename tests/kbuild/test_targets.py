@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from kbuild.kernels import MARKER, cached_releases
 from kbuild.targets import TARGETS_DIR, default_target_name, load_target, target_names
 from kit.errors import ParseError, UserError
 
@@ -86,3 +87,16 @@ def test_default_naming_a_missing_target_fails(targets_copy: Path) -> None:
     (targets_copy / "DEFAULT.toml").write_text('default = "arm-9.9"\n')
     with pytest.raises(ParseError, match=r"arm-9\.9"):
         default_target_name(targets_copy)
+
+
+def test_cached_releases_names_only_the_targets_own_flavour_and_complete_entries(tmp_path: Path) -> None:
+    arch = tmp_path / "kernels" / "armhf"
+    for entry, complete in (("6.1.0-50-armmp_6.1.176-1", True), ("6.1.0-50-armmp-lpae_6.1.176-1", True),
+                            ("6.1.0-51-armmp_6.1.180-1", False), ("6.12.95+deb12-armmp_6.12.95-1", True)):
+        (arch / entry).mkdir(parents=True)
+        if complete:
+            (arch / entry / MARKER).write_text("")
+    assert cached_releases(load_target("arm-6.1"), tmp_path) == ["6.1.0-50-armmp"]
+    assert cached_releases(load_target("arm-lpae-6.1"), tmp_path) == ["6.1.0-50-armmp-lpae"]
+    assert cached_releases(load_target("arm-6.12"), tmp_path) == ["6.12.95+deb12-armmp"]
+    assert cached_releases(load_target("arm-5.10"), tmp_path) == []

@@ -59,7 +59,8 @@ def test_garbage_exits_2_with_one_line(tmp_path: Path) -> None:
 def test_unknown_target_lists_the_valid_ones() -> None:
     done = invoke("run", "--target", "arm-9.9")
     assert done.returncode == 2
-    assert done.stderr.strip() == "error: unknown target 'arm-9.9'; valid targets: arm-5.10, arm-6.1, arm-6.12"
+    assert done.stderr.strip() == ("error: unknown target 'arm-9.9'; valid targets: arm-5.10, arm-6.1, arm-6.12, "
+                                   "arm-lpae-5.10, arm-lpae-6.1, arm-lpae-6.12")
 
 
 def test_bad_mem_is_one_line() -> None:
