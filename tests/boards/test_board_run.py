@@ -141,32 +141,32 @@ def test_driver_stacks_on_the_ssh_board(board: Board, known_hosts: Path, target:
             ssh.run("rmmod test_static_key_base", 30)
 
 
-def test_watch_on_the_ssh_board(board: Board, known_hosts: Path, target: SshTarget, tmp_path: Path) -> None:
-    """`invoke watch --board`: one attach, three runs with the same checks and verdicts, the board left as
-    found when the loop ends."""
+def watch_three_times(board_file: Path, results: Path) -> None:
+    """`invoke watch --board` three runs: one attach, the same checks and verdicts each time (facts.* left
+    out: a board up for long loses its boot lines from the ring buffer between runs, watched or not)."""
     from kbuild.targets import load_target
     from kit.boards import load_board
     from kit.request import RunRequest
     from kit.watch import WatchLoop
 
-    board_file = ssh_board_file(board, known_hosts, tmp_path / "watched.toml")
-    before = board_state(target, tmp_path)
     the_board = load_board(str(board_file))
-    request = RunRequest(load_target(the_board.target), results_root=tmp_path / "r", board=the_board,
+    request = RunRequest(load_target(the_board.target), results_root=results, board=the_board,
                          plan_timeout_s=the_board.plan_timeout_s)
     loop = WatchLoop(request, lambda _line: None)
     try:
         runs = [loop.iterate(everything=True) for _ in range(3)]
     finally:
         loop.close()
-    assert runs[0].outcome is not None and runs[0].outcome.verdict is not None
-    assert runs[0].outcome.verdict.status == "pass"
-    def guest_checks(checks: dict[str, str]) -> dict[str, str]:
-        """Without facts.*: a board up for long has lost its boot lines from the ring buffer, and with them
-        facts.arch.boot_log, between two runs (the same for any run on it, watched or not)."""
-        return {k: v for k, v in checks.items() if not TRANSPORT_FACTS.match(k)}
+    first = runs[0].outcome
+    assert first is not None and first.verdict is not None and first.verdict.status == "pass", first
+    guest = [{k: v for k, v in run.checks.items() if not TRANSPORT_FACTS.match(k)} for run in runs]
+    assert guest[1] == guest[0] and guest[2] == guest[0]
+    assert not runs[1].fresh_boot and not runs[2].fresh_boot and loop.warm.boots == 1
 
-    for run in runs[1:]:
-        assert not run.fresh_boot and guest_checks(run.checks) == guest_checks(runs[0].checks)
-    assert loop.warm.boots == 1
+
+def test_watch_on_the_ssh_board(board: Board, known_hosts: Path, target: SshTarget, tmp_path: Path) -> None:
+    """`invoke watch --board` over SSH, the board left as found when the loop ends."""
+    board_file = ssh_board_file(board, known_hosts, tmp_path / "watched.toml")
+    before = board_state(target, tmp_path)
+    watch_three_times(board_file, tmp_path / "r")
     assert board_state(target, tmp_path) == before

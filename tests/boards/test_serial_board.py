@@ -20,7 +20,7 @@ from deploy.serial import SerialTarget, SerialTransport
 from tests.boards.conftest import SERIAL_PASSWORD
 from tests.boards.guest import BoardError
 from tests.boards.serial_guest import Rfc2217Server, SerialBoard, start_serial_board, wait_for_login
-from tests.boards.test_board_run import REPO, checks_by_id, edited_example, verdict
+from tests.boards.test_board_run import REPO, checks_by_id, edited_example, verdict, watch_three_times
 from tests.conftest import debian_busybox, debian_kernel, debian_target
 
 pytestmark = [pytest.mark.board]
@@ -157,28 +157,10 @@ def test_transport_over_an_rfc2217_console_server(console_server_board: SerialBo
 
 def test_watch_on_the_serial_board(serial_board: SerialBoard, tmp_path: Path,
                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    """`invoke watch --board` over the serial console (issue 11): one login, three runs with the same checks
-    and verdicts, then the board left as found and the console back at its login prompt."""
-    from kbuild.targets import load_target
-    from kit.boards import load_board
-    from kit.request import RunRequest
-    from kit.watch import WatchLoop
-    from tests.boards.test_board_run import TRANSPORT_FACTS
-
+    """`invoke watch --board` over the serial console (issue 11): one login for three runs, then the board
+    left as found and the console back at its login prompt."""
     monkeypatch.setenv("BOARD_PASSWORD", SERIAL_PASSWORD)  # the example board file's password_env
-    board = load_board(str(serial_board_file(serial_board.device, tmp_path / "watched.toml")))
     before = serial_state(serial_board.device, tmp_path / "before")
-    request = RunRequest(load_target(board.target), results_root=tmp_path / "r", board=board,
-                         plan_timeout_s=board.plan_timeout_s)
-    loop = WatchLoop(request, lambda _line: None)
-    try:
-        runs = [loop.iterate(everything=True) for _ in range(3)]
-    finally:
-        loop.close()
-    first = runs[0].outcome
-    assert first is not None and first.verdict is not None and first.verdict.status == "pass", first
-    guest = [{k: v for k, v in run.checks.items() if not TRANSPORT_FACTS.match(k)} for run in runs]
-    assert guest[1] == guest[0] and guest[2] == guest[0]
-    assert not runs[1].fresh_boot and not runs[2].fresh_boot and loop.warm.boots == 1
+    watch_three_times(serial_board_file(serial_board.device, tmp_path / "watched.toml"), tmp_path / "r")
     assert at_login_prompt(serial_board.device)
     assert serial_state(serial_board.device, tmp_path / "after") == before
