@@ -310,9 +310,11 @@ def model(c: Any, kernel: str, ram: str, arch: str = "arm", ram_base: str | None
         print(jsonlib.dumps(layout_json(layout), indent=2) if json else format_layout_banner(layout))
 
 
-@task(help={"bundle": "bundle directory (a run's results/<target>/<id>, or files copied off a board)",
+@task(help={"bundle": "bundle directory (a run's results/<target>/<id>, or files copied off a board), or one "
+                      "pasted capture file",
             "json": "write the verdict JSON here",
-            "report": "write the bring-up report here (default: report.html in the bundle directory)",
+            "report": "write the bring-up report here (default: report.html in the bundle directory, or "
+                      "NAME.report.html beside a pasted capture file)",
             "kernel": "what the capture lacks: the kernel version (e.g. 4.9), as invoke model takes it",
             "ram": "the RAM size (64M, 1G)", "ram_base": "the RAM's physical base (default 0 with --ram)",
             "page_offset": "PAGE_OFFSET (VMSPLIT), e.g. 0x80000000", "config": "CONFIG_X=y (repeatable)",
@@ -331,7 +333,9 @@ def check(c: Any, bundle: str, json: str | None = None, report: str | None = Non
 
     with _exit_codes():
         stated = stated_inputs(kernel, ram, ram_base, cmdline, page_offset, config or [])
-        report_path = Path(report) if report else Path(bundle) / "report.html"
+        given = Path(bundle)  # a bundle directory, or one pasted capture: its report beside it
+        default = given / "report.html" if not given.is_file() else given.with_name(given.stem + ".report.html")
+        report_path = Path(report) if report else default
         for path in ([Path(json)] if json else []) + [report_path]:
             check_output_path(path)  # a bad --json or --report (or a read-only bundle) fails at once
         result = verify_bundle(Path(bundle), stated)

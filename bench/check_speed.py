@@ -1,14 +1,23 @@
 """Offline check throughput: `invoke check` on a synthetic bundle of 100k vmallocinfo lines plus
 /proc/modules and /proc/meminfo (issue 3's performance goal: >= 200k lines per second).
 
+It also times, in the same run and on the same file, the floor of any checker that reads these lines: a
+plain regex parse (start, end, size, rest; numbers as int) and a sort by start. Issue 9's goal is the
+ratio check / floor <= 1.5, the last line printed (medians of REPEAT runs each, to damp noise):
+
+    check X s, parse floor Y s, ratio R
+
     python bench/check_speed.py [LINES]
 """
 
 from __future__ import annotations
 
+import re
+import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -19,6 +28,8 @@ from analysis.verify.verify import verify_bundle
 CMDLINE = "console=ttyAMA0 vmalloc=976M"
 VSTART, VEND = 0xC2800000, 0xFF800000
 MODULES = 100
+REPEAT = 5
+_FLOOR_LINE = re.compile(r"^(0x[0-9a-f]+)-(0x[0-9a-f]+)\s+(\d+)\s+(.*)$")
 TAILS = ("kernel_clone+0xac/0x3c4 pages={p} vmalloc", "load_firmware+0x34/0xc8 [isp] pages={p} vmalloc",
          "__devm_ioremap_resource+0x168/0x1dc phys=0x09000000 ioremap", "alloc_thing+0x0/0x4 pages={p} vmalloc")
 
@@ -56,6 +67,26 @@ def make_bundle(root: Path, lines: int) -> int:
     return text.count("\n") + MODULES
 
 
+def parse_floor(path: Path) -> list[tuple[int, int, int, str]]:
+    """The least a checker of these lines does: read them, one regex per line, ints, sort by start."""
+    match = _FLOOR_LINE.match
+    rows = []
+    for line in path.read_text().splitlines():
+        found = match(line)
+        if found is not None:
+            start, end, size, rest = found.groups()
+            rows.append((int(start, 16), int(end, 16), int(size), rest))
+    rows.sort(key=lambda row: row[0])
+    return rows
+
+
+def seconds(work: Callable[[], object]) -> float:
+    """Wall time of one call, the freeing of what it returns included (as for every run of a checker)."""
+    started = time.perf_counter()
+    work()
+    return time.perf_counter() - started
+
+
 def main() -> None:
     wanted = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
     with tempfile.TemporaryDirectory() as tmp:
@@ -69,6 +100,15 @@ def main() -> None:
         statuses = {c.status for c in result.checks}
         print(f"offline check: {lines} vmallocinfo lines + {MODULES} modules + meminfo in {best:.3f} s "
               f"= {lines / best:,.0f} lines/s (goal >= 200,000); {len(result.checks)} checks, statuses {statuses}")
+        vmallocinfo = root / "vmallocinfo.txt"
+        assert len(parse_floor(vmallocinfo)) == lines
+        # Medians of REPEAT runs each, interleaved so that a burst of other work hits both sides alike.
+        check_times, floor_times = [], []
+        for _ in range(REPEAT):
+            check_times.append(seconds(lambda: verify_bundle(root)))
+            floor_times.append(seconds(lambda: parse_floor(vmallocinfo)))
+        check, floor = statistics.median(check_times), statistics.median(floor_times)
+        print(f"check {check:.3f} s, parse floor {floor:.3f} s, ratio {check / floor:.2f}")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@
 * ``Virtual kernel memory layout:`` (arch/arm/mm/init.c ``mem_init`` up to 5.0, removed by commit
   1c31d4e96b8c; x86-32 arch/x86/mm/init_32.c spells it ``virtual kernel memory layout:``) followed by
   ``<region> : 0x<start> - 0x<end>   (<size> kB|MB)``. 4.15..5.0 may print ``0x(ptrval)`` (the
-  pointer hash was not yet seeded): such a value is ``None``.
+  pointer hash was not yet seeded; ``0x(____ptrval____)`` on 64-bit): such a value is ``None``.
 
 Every line may carry prefixes: mail quoting (``> ``), a syslog header (``Jan  1 00:00:00 host
 kernel: ``), a ``<6>`` level and a ``[    0.000000] `` timestamp. A block logged as one line with
@@ -37,7 +37,7 @@ _CMDLINE = re.compile(r"Kernel command line:\s?(?P<cmdline>.*)")
 _LAYOUT_HEADER = re.compile(r"[Vv]irtual kernel memory layout:\s*")
 # Numbers are bounded to what the kernel prints (a pointer: 16 hex digits; a size: 20 decimal digits): a
 # longer digit run is not one of these lines (its item stays None), never an int() of thousands of digits.
-_ADDRESS = r"0x(?:\(ptrval\)|[0-9a-fA-F]{1,16})"
+_ADDRESS = r"0x(?:\(_*ptrval_*\)|[0-9a-fA-F]{1,16})"  # 64-bit kernels: (____ptrval____)
 _REGION = re.compile(
     r"(?P<name>[A-Za-z._][\w .\-/]*?)\s*:\s*(?P<start>" + _ADDRESS + r")\s*-\s*(?P<end>" + _ADDRESS + r")"
     r"(?:\s*\(\s*(?P<size>\d{1,20})\s*(?P<unit>[kKMG]B)(?:\s+\w+)?\s*\))?.*"

@@ -33,6 +33,11 @@ def parse_meminfo(text: str, path: str = "meminfo") -> dict[str, int]:
     return values
 
 
+def is_meminfo_line(line: str) -> bool:
+    """The line (surrounding whitespace ignored) is one ``Key: value [kB]`` line of /proc/meminfo."""
+    return _LINE.fullmatch(line.strip()) is not None
+
+
 @dataclass(frozen=True, slots=True)
 class MeminfoSummary:
     """The fields the layout model reads, in kB; ``None`` when the kernel does not print them."""

@@ -9,7 +9,8 @@ for a module with init but no exit, or ``"-"`` when it printed nothing. Without
 CONFIG_MODULE_UNLOAD it prints ``" - -"`` (refcount unknown). ``module_flags`` prints the taint
 letters in parentheses, followed by ``+`` (Loading) or ``-`` (Unloading); the state marks are not
 kept in ``taints`` because ``state`` already says it. The address is ``0x%px`` (``0x%pK`` before
-4.15, hashed or zeroed for unprivileged readers); an all-zero address becomes ``None``.
+4.15, hashed or zeroed for unprivileged readers); an all-zero address becomes ``None``, and so does
+``0x(ptrval)`` (``%pK`` read before the pointer-hash key was ready: the value is unknown).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ _PERMANENT = "[permanent]"
 _LINE = re.compile(
     r"(?P<name>\S+)\s+(?P<size>\d{1,20})\s+(?P<refcount>-?\d{1,20}|-)\s+(?P<users>\S+)"
     r"\s+(?P<state>Live|Loading|Unloading)"
-    r"(?:\s+0x(?P<address>[0-9a-fA-F]{1,16}))?"
+    r"(?:\s+0x(?:(?P<address>[0-9a-fA-F]{1,16})|\(_*ptrval_*\)))?"
     r"(?:\s+\((?P<taints>[A-Za-z]*)[+-]?\))?\s*"
 )
 
@@ -56,6 +57,11 @@ def parse_proc_modules(text: str, path: str = "modules") -> list[ProcModule]:
             raise ParseError(path, number, f"not a /proc/modules line: {line[:80]!r}")
         modules.append(_module_from_match(match, number))
     return modules
+
+
+def is_proc_modules_line(line: str) -> bool:
+    """The line (surrounding whitespace ignored) is one line of /proc/modules."""
+    return _LINE.fullmatch(line.strip()) is not None
 
 
 def _module_from_match(match: re.Match[str], number: int) -> ProcModule:

@@ -16,6 +16,7 @@ an unprivileged reader) and hashed (kptr_restrict=0) addresses.
 
 from __future__ import annotations
 
+import gc
 import re
 from typing import Literal, NamedTuple
 
@@ -32,8 +33,9 @@ _FLAG_WORDS = "|".join(re.escape(flag) for flag in KNOWN_FLAGS)
 # One precompiled expression for the whole line: the fast path of the offline checker. Numbers are
 # bounded to what the kernel can print (a 64-bit pointer: 16 hex digits; a long: 20 decimal digits),
 # so a longer digit run is a malformed line (a ParseError), never an int() of thousands of digits.
-_LINE = re.compile(
-    r"0x(?P<start>[0-9a-fA-F]{1,16})-0x(?P<end>[0-9a-fA-F]{1,16})\s+(?P<size>\d{1,20})"
+# It is written as a head (addresses and size) and a tail (the rest) for the whole-text path below.
+_HEAD = r"0x(?P<start>[0-9a-fA-F]{1,16})-0x(?P<end>[0-9a-fA-F]{1,16})\s+(?P<size>\d{1,20})"
+_TAIL = (
     r"(?:"
     r"\s+(?P<special>vm_map_ram|unpurged vm_area)"
     r"|"
@@ -45,6 +47,21 @@ _LINE = re.compile(
     r"(?P<numa>(?:\s+N\d{1,10}=\d{1,20})*)"
     r")\s*"
 )
+_LINE = re.compile(_HEAD + _TAIL)
+_TAIL_LINE = re.compile(_TAIL)
+
+# The whole-text path (parse_vmallocinfo): every line's head in one findall over the text, each
+# distinct tail parsed once. It gives what the line loop gives, line for line, because
+# * it only runs on ASCII text without \r, \v, \f, \x1c-\x1e (the only ASCII characters other than \n
+#   that str.splitlines breaks at), so the lines of ``^...$`` (re.MULTILINE) are those of splitlines;
+# * ``[^\S\n]`` is ``\s`` without \n and ``.`` is anything but \n, so a match stays on its line, and
+#   as many matches as lines means every line matched;
+# * in _LINE each of start, end and size takes its whole digit run or nothing matches (what follows each
+#   is "-", whitespace then a digit, whitespace or the end), so _LINE matches a line iff _TAIL matches
+#   what follows its size's digits, with the same groups.
+# Anything else (blank or "#" lines, leading blanks, a malformed line) goes through the line loop.
+_HEADS = re.compile(r"^0x([0-9a-fA-F]{1,16})-0x([0-9a-fA-F]{1,16})[^\S\n]+(\d{1,20})(.*)$", re.MULTILINE)
+_OTHER_BREAKS = ("\r", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e")
 _NUMA = re.compile(r"N(\d+)=(\d+)")
 
 _EMPTY_FLAGS: frozenset[str] = frozenset()
@@ -73,6 +90,69 @@ class VmallocEntry(NamedTuple):
 
 def parse_vmallocinfo(text: str, path: str = "vmallocinfo") -> list[VmallocEntry]:
     """Parse the whole file. Blank lines and ``#`` provenance lines are skipped."""
+    entries = _parse_whole_text(text)
+    return entries if entries is not None else _parse_lines(text, path)
+
+
+# What a line's tail gives its entry: caller, module, pages, phys, flags, kind, numa counts.
+_Tail = tuple[str | None, str | None, int | None, int | None, frozenset[str], EntryKind, dict[int, int]]
+
+
+def _parse_whole_text(text: str) -> list[VmallocEntry] | None:
+    """The common case, a file of vmallocinfo lines only: one regex search over the whole text, each
+    distinct tail parsed once. None when the text is anything else (the line loop then parses it, or
+    names the bad line)."""
+    if not text.isascii() or any(brk in text for brk in _OTHER_BREAKS):
+        return None
+    enabled = gc.isenabled()
+    gc.disable()  # 100k+ tuples, and records that all survive: collections meanwhile would free nothing
+    try:
+        return _parse_heads(text)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _parse_heads(text: str) -> list[VmallocEntry] | None:
+    heads = _HEADS.findall(text)
+    if len(heads) != text.count("\n") + (not text.endswith("\n")) - (not text):
+        return None
+    tails: dict[str, _Tail] = {}
+    for rest in {head[3] for head in heads}:
+        tail = _tail(rest)
+        if tail is None:
+            return None
+        tails[rest] = tail
+    entries: list[VmallocEntry] = []
+    append = entries.append
+    new = tuple.__new__
+    entry_type = VmallocEntry
+    for number, (start, end, size, rest) in enumerate(heads, start=1):
+        caller, module, pages, phys, flags, kind, numa = tails[rest]
+        append(new(entry_type, (int(start, 16), int(end, 16), int(size), caller, module, pages, phys, flags, kind,
+                                dict(numa), number)))   # each entry its own numa dict, as the line loop gives
+    return entries
+
+
+def _tail(rest: str) -> _Tail | None:
+    """The fields after the size, as the line loop computes them from _LINE's groups."""
+    match = _TAIL_LINE.fullmatch(rest)
+    if match is None:
+        return None
+    special, caller, module, pages, phys, flags, numa = match.groups()
+    return (
+        caller,
+        module,
+        int(pages) if pages is not None else None,
+        int(phys, 16) if phys is not None else None,
+        (_flag_sets.get(flags) or _flag_set(flags)) if flags else _EMPTY_FLAGS,
+        "area" if special is None else _SPECIAL_KIND[special],
+        _numa_counts(numa) if numa else {},
+    )
+
+
+def _parse_lines(text: str, path: str) -> list[VmallocEntry]:
+    """One line at a time: any text, and the ParseError naming the first bad line."""
     entries: list[VmallocEntry] = []
     append = entries.append
     fullmatch = _LINE.fullmatch

@@ -1,4 +1,10 @@
-"""Read a bundle directory (docs/contracts.md §2) into parsed objects. Missing files stay ``None``."""
+"""Read a bundle directory (docs/contracts.md §2) into parsed objects. Missing files stay ``None``.
+
+Every text file a parser reads is first passed through :func:`analysis.parsers.paste.normalize_paste`
+(quoting, syslog prefixes, indentation, escaped newlines... of a pasted capture undone; a clean file is
+unchanged). A single file instead of a directory is one pasted capture: it is cut into the bundle's files
+by :func:`analysis.parsers.paste.split_paste`.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +27,7 @@ from analysis.parsers import (
     parse_sections,
     parse_vmallocinfo,
 )
+from analysis.parsers.paste import normalize_paste, split_paste, unknown_pointers_as_zero
 from kit.errors import ParseError, UserError
 
 SNAPSHOTS = ("before", "during", "after")
@@ -50,7 +57,7 @@ class ModuleRun:
 
 @dataclass(frozen=True)
 class Bundle:
-    path: Path
+    path: Path  # the bundle directory, or the one pasted file it was split from (load_bundle of a file)
     facts: dict[str, object]
     config: dict[str, str] | None
     boot: BootLog | None
@@ -74,6 +81,17 @@ def _read(path: Path) -> str | None:
         return path.read_text(errors="replace")
     except OSError as err:  # a name from status.txt too long for a file name, an unreadable file
         raise ParseError(str(path)[:200], None, f"cannot read it: {err.strerror or err}") from err
+
+
+def _read_text(path: Path) -> str | None:
+    """A text file a parser reads, its paste wrapping undone (normalize_paste)."""
+    text = _read(path)
+    return normalize_paste(text) if text is not None else None
+
+
+def _parse_vmallocinfo(text: str, path: str) -> list[VmallocEntry]:
+    """parse_vmallocinfo, a ``0x(ptrval)`` address read as not shown (zero)."""
+    return parse_vmallocinfo(unknown_pointers_as_zero(text), path)
 
 
 def _strip_provenance(text: str) -> str:
@@ -159,13 +177,13 @@ def _module_run(root: Path, name: str, status: tuple[int | None, int | None] | N
     snapshots: dict[str, list[VmallocEntry]] = {}
     for when in SNAPSHOTS:
         path = root / "vmallocinfo" / f"{name}.{when}.txt"
-        text = _read(path)
+        text = _read_text(path)
         if text is not None:
-            snapshots[when] = parse_vmallocinfo(text, str(path))
+            snapshots[when] = _parse_vmallocinfo(text, str(path))
     modules_path = root / "modules" / f"{name}.txt"
-    modules_text = _read(modules_path)
+    modules_text = _read_text(modules_path)
     sections_path = root / "sections" / f"{name}.txt"
-    sections_text = _read(sections_path)
+    sections_text = _read_text(sections_path)
     ko = root / "ko" / f"{name}.ko"
     return ModuleRun(
         name=name,
@@ -188,20 +206,25 @@ def _load_messages(root: Path, name: str, dmesg: str | None) -> tuple[str, ...]:
 
 def _first_text(root: Path, *names: str) -> tuple[str, Path] | None:
     for name in names:
-        text = _read(root / name)
+        text = _read_text(root / name)
         if text is not None:
             return _strip_provenance(text), root / name
     return None
 
 
 def load_bundle(root: Path) -> Bundle:
-    """Parse every bundle file present. Raises UserError when the directory holds nothing to check."""
+    """Parse every bundle file present, or the parts of one pasted file (split_paste). Raises UserError
+    when there is nothing to check."""
+    if root.is_file():
+        return _checked(_load_paste(root), f"{root} holds no boot log, /proc/meminfo, /proc/vmallocinfo or "
+                                           "/proc/modules lines")
     if not root.is_dir():
-        raise UserError(f"bundle {root} is not a directory: pass the run directory (results/<target>/<run-id>)")
+        raise UserError(f"bundle {root} is not a directory or a file: pass the run directory "
+                        "(results/<target>/<run-id>) or a file of pasted captures")
     facts = _read_facts(root / "target.toml")
     config_text = _read(root / "config")
     boot = _first_text(root, "boot.log", "dmesg.txt")
-    dmesg = _read(root / "dmesg.txt")
+    dmesg = _read_text(root / "dmesg.txt")
     meminfo = _first_text(root, "meminfo.txt")
     cmdline = _first_text(root, "cmdline.txt")
     vmalloc = _first_text(root, "vmallocinfo.txt")
@@ -216,13 +239,37 @@ def load_bundle(root: Path) -> Bundle:
         dmesg=dmesg,
         meminfo=parse_meminfo(meminfo[0], str(meminfo[1])) if meminfo else None,
         cmdline=cmdline[0].strip() if cmdline else None,
-        vmallocinfo=parse_vmallocinfo(vmalloc[0], str(vmalloc[1])) if vmalloc else None,
+        vmallocinfo=_parse_vmallocinfo(vmalloc[0], str(vmalloc[1])) if vmalloc else None,
         modules=parse_proc_modules(modules[0], str(modules[1])) if modules else None,
         runs=runs,
     )
+    return _checked(bundle, f"bundle {root} has none of boot.log, dmesg.txt, meminfo.txt, vmallocinfo.txt, "
+                            "modules.txt or per-module snapshots")
+
+
+def _load_paste(path: Path) -> Bundle:
+    """One pasted capture: its parts are parsed as the bundle's files would be, each labelled with the
+    file's path (their line numbers are the paste's: split_paste keeps every line in place)."""
+    text = _read(path)
+    assert text is not None
+    parts = split_paste(text)
+    label = str(path)
+    boot, meminfo, cmdline = parts.get("boot.log"), parts.get("meminfo.txt"), parts.get("cmdline.txt")
+    vmalloc, modules = parts.get("vmallocinfo.txt"), parts.get("modules.txt")
+    return Bundle(
+        path=path,
+        facts={},
+        config=None,
+        boot=parse_boot_log(boot, label) if boot is not None else None,
+        dmesg=None,
+        meminfo=parse_meminfo(meminfo, label) if meminfo is not None else None,
+        cmdline=cmdline.strip() if cmdline is not None else None,
+        vmallocinfo=_parse_vmallocinfo(vmalloc, label) if vmalloc is not None else None,
+        modules=parse_proc_modules(modules, label) if modules is not None else None,
+    )
+
+
+def _checked(bundle: Bundle, what: str) -> Bundle:
     if not (bundle.boot or bundle.meminfo or bundle.vmallocinfo or bundle.modules or bundle.runs):
-        raise UserError(
-            f"bundle {root} has none of boot.log, dmesg.txt, meminfo.txt, vmallocinfo.txt, modules.txt or "
-            "per-module snapshots: nothing to check"
-        )
+        raise UserError(f"{what}: nothing to check")
     return bundle

@@ -27,7 +27,14 @@ from analysis.verify.crosscapture import (
     sizes_page_aligned,
     uses_mod_mem,
 )
-from analysis.verify.snapshot_checks import Span, address_kind, snapshots, span_text, vmallocinfo_checks
+from analysis.verify.snapshot_checks import (
+    Span,
+    address_kind,
+    lines_starting_at,
+    snapshots,
+    span_text,
+    vmallocinfo_checks,
+)
 
 # --- version tables --------------------------------------------------------------------------------
 
@@ -271,7 +278,8 @@ def modules_checks(bundle: Bundle, ctx: Context) -> list[Check]:
                 checks += per_module_checks(run.name, run.modules, entries, ctx.version)
     if bundle.modules is not None and bundle.vmallocinfo is not None:
         real = address_kind(bundle.vmallocinfo) == "real"
-        checks.append(crosscapture_check(bundle.modules, bundle.vmallocinfo, ctx.version, real))
+        lines = lines_starting_at(bundle.vmallocinfo, {module.address for module in bundle.modules})
+        checks.append(crosscapture_check(bundle.modules, lines, ctx.version, real))
     return checks
 
 

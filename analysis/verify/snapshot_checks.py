@@ -4,9 +4,11 @@ invariant; the detail names the first offending line."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from bisect import bisect_left
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
-from itertools import pairwise
+from itertools import combinations, compress, pairwise
+from operator import attrgetter, ne, sub
 from pathlib import Path
 from typing import Literal
 
@@ -61,6 +63,9 @@ class Snapshot:
 
 
 def _leading_comment_lines(path: Path) -> int:
+    with path.open(errors="replace") as file:
+        if file.read(1) != "#":
+            return 0  # the usual case: no provenance lines, no need to read the whole file again
     count = 0
     for line in path.read_text(errors="replace").splitlines():
         if not line.startswith("#"):
@@ -72,8 +77,11 @@ def _leading_comment_lines(path: Path) -> int:
 def snapshots(bundle: Bundle) -> list[Snapshot]:
     found = []
     if bundle.vmallocinfo is not None:
-        path = bundle.path / "vmallocinfo.txt"
-        found.append(Snapshot("snapshot", path, bundle.vmallocinfo, _leading_comment_lines(path)))
+        if bundle.path.is_file():  # one pasted capture (split_paste keeps its lines in place): no offset
+            found.append(Snapshot("snapshot", bundle.path, bundle.vmallocinfo, 0))
+        else:
+            path = bundle.path / "vmallocinfo.txt"
+            found.append(Snapshot("snapshot", path, bundle.vmallocinfo, _leading_comment_lines(path)))
     for run in bundle.runs:
         for when in SNAPSHOTS:
             if when in run.vmallocinfo:
@@ -87,10 +95,116 @@ def address_kind(entries: Sequence[VmallocEntry]) -> Literal["real", "zeroed", "
     %pK hashes each pointer alone, so a hashed file disagrees on (nearly) every line."""
     if not entries:
         return "empty"
-    if all(entry.start == 0 and entry.end == 0 for entry in entries):
+    # The loops of the rule, run by map/any/sum (the offline checker's hot path): same values.
+    if not any(map(_START, entries)) and not any(map(_END, entries)):
         return "zeroed"
-    wrong = sum(1 for entry in entries if entry.end - entry.start != entry.size)
-    return "hashed" if wrong * 2 > len(entries) else "real"
+    wrong = sum(map(ne, map(sub, map(_END, entries), map(_START, entries)), map(_SIZE, entries)))
+    return _kind_of(wrong, len(entries))
+
+
+def lines_starting_at(entries: Sequence[VmallocEntry], addresses: Collection[int | None]) -> list[VmallocEntry]:
+    """The lines that start at one of ``addresses``, in their order: for a check that looks lines up by
+    their start at those addresses only (crosscapture_check), the same lines as the whole snapshot."""
+    return list(compress(entries, map(addresses.__contains__, map(_START, entries))))
+
+
+def _kind_of(wrong: int, count: int) -> Literal["real", "hashed"]:
+    return "hashed" if wrong * 2 > count else "real"
+
+
+_START, _END, _SIZE = attrgetter("start"), attrgetter("end"), attrgetter("size")
+_NO_SHORTFALL = 1 << 16   # above any IOREMAP_MAX_ORDER
+
+
+@dataclass(frozen=True)
+class EntryScan:
+    """One pass over a snapshot's lines, so that the invariants need not each walk 100k lines to find
+    nothing. A true ``clean_*`` means that finder certainly finds nothing; otherwise the finder runs and
+    names the first offending line as before (the checks' results are the same either way)."""
+
+    entries: Sequence[VmallocEntry]
+    wrong: int              # lines with end - start != size (address_kind)
+    zeroed: bool            # every start and end is 0 (address_kind)
+    clean_arithmetic: bool  # _arithmetic: no such line
+    clean_guard: bool       # _guard: no such line
+    ascending: bool         # every line's start above the previous line's (all lines, so the busy ones too)
+    disjoint: bool          # ascending, and every line ends at or before the next one starts
+    wide: bool              # a line ends above 0xFFFFFFFF
+    ioremap_shortfall: int  # lowest trailing-zero count of an ioremap line's start below its own order
+
+    @property
+    def address_kind(self) -> Literal["real", "zeroed", "hashed", "empty"]:
+        if not self.entries:
+            return "empty"
+        return "zeroed" if self.zeroed else _kind_of(self.wrong, len(self.entries))
+
+    def clean_ioremap(self, max_order: int) -> bool:
+        """_ioremap_finder(max_order) finds nothing: a line it names has start % 2^min(order, max) != 0,
+        so fewer than min(order, max) trailing zero bits, so the shortfall is below max_order."""
+        return self.ioremap_shortfall >= max_order
+
+    def clean_region(self, normal: Sequence[Span]) -> bool:
+        """Every line (so every busy one) is inside one of the disjoint ``normal`` spans: _region_finder
+        finds nothing. Lines ascending: those starting in [low, high) are one slice of them."""
+        if not self.ascending or any(not (h1 <= l2 or h2 <= l1) for (l1, h1), (l2, h2) in combinations(normal, 2)):
+            return False
+        entries, covered = self.entries, 0
+        for low, high in normal:
+            first, last = bisect_left(entries, low, key=_START), bisect_left(entries, high, key=_START)
+            if first < last:
+                if max(map(_END, entries[first:last])) > high:
+                    return False
+                covered += last - first
+        return covered == len(entries)
+
+
+def scan_entries(entries: Sequence[VmallocEntry]) -> EntryScan:
+    """The facts of EntryScan in one loop over the lines."""
+    wrong = bits = seen = 0
+    guard = ascending = disjoint = True
+    wide = False
+    shortfall = _NO_SHORTFALL
+    previous_start = previous_end = entries[0].start if entries else 0
+    previous_start -= 1
+    for entry in entries:
+        start, end, size = entry.start, entry.end, entry.size
+        if end - start != size:
+            wrong += 1
+        bits |= start | size
+        seen |= start | end
+        if start <= previous_start:
+            ascending = False
+        if start < previous_end:
+            disjoint = False
+        if end > 0xFFFFFFFF:
+            wide = True
+        previous_start, previous_end = start, end
+        flags = entry.flags
+        if flags:
+            pages = entry.pages
+            if pages is not None and size != (pages + 1) * PAGE_SIZE and "vmalloc" in flags:
+                guard = False
+            if "ioremap" in flags and size > PAGE_SIZE:   # _ioremap_finder's order, without the max_order cap
+                order = (size - PAGE_SIZE - 1).bit_length()
+                if order < _PAGE_SHIFT:
+                    order = _PAGE_SHIFT
+                if start % (1 << order):
+                    shortfall = min(shortfall, (start & -start).bit_length() - 1)
+    return EntryScan(entries, wrong, zeroed=not seen, clean_arithmetic=not wrong and not bits % PAGE_SIZE,
+                     clean_guard=guard, ascending=ascending, disjoint=ascending and disjoint, wide=wide,
+                     ioremap_shortfall=shortfall)
+
+
+_PAGE_SHIFT = PAGE_SIZE.bit_length() - 1
+
+
+def _unless(clean: bool, finder: Finder) -> Finder:
+    """``finder``, or nothing to find when the snapshot's scan shows it would find nothing."""
+    return _find_nothing if clean else finder
+
+
+def _find_nothing(entries: Sequence[VmallocEntry]) -> None:
+    return None
 
 
 Finder = Callable[[Sequence[VmallocEntry]], tuple[VmallocEntry, str] | None]
@@ -176,8 +290,10 @@ def printed_allowed_spans(printed: dict[str, Span]) -> tuple[list[Span], list[Sp
     return normal, [*normal, (vmalloc[0], top), *([printed["lowmem"]] if "lowmem" in printed else [])]
 
 
-def _region_finder(spans: tuple[list[Span], list[Span]]) -> Finder:
+def _region_finder(spans: tuple[list[Span], list[Span]], scan: EntryScan | None = None) -> Finder:
     normal, static = spans
+    if scan is not None and scan.clean_region(normal):
+        return _find_nothing
 
     def problem(entry: VmallocEntry) -> str | None:
         start, end = entry.start, entry.end
@@ -208,46 +324,48 @@ def _ioremap_finder(max_order: int) -> Finder:
 def vmallocinfo_checks(snap: Snapshot, ctx: Context, printed: dict[str, Span] | None = None) -> list[Check]:
     """``printed``: the boot log's layout block, for the region check when there is no layout model."""
     entries = snap.entries
-    kind = address_kind(entries)
+    scan = scan_entries(entries)
+    kind = scan.address_kind
     prefix = f"vmallocinfo.{snap.label}"
-    checks = [_invariant(snap, "guard", lambda e: _first(e, _guard), entries,
+    checks = [_invariant(snap, "guard", _unless(scan.clean_guard, lambda e: _first(e, _guard)), entries,
                          "vmalloc lines: size == (pages + 1) * 4096 (guard page)")]
     if kind != "real":
         reason = f"addresses are {kind} (kptr_restrict, spec §2.6): not compared"
         return checks + [skip(f"{prefix}.{name}", "vmallocinfo", reason)
                          for name in ("arithmetic", "order", "overlap", "region", "ioremap_align")]
-    checks.append(_invariant(snap, "arithmetic", lambda e: _first(e, _arithmetic), entries,
-                             "end - start == size, page aligned"))
-    checks.append(_order_check(snap, ctx.version))
-    checks.append(_invariant(snap, "overlap", _overlap, entries, "busy areas do not overlap"))
+    checks.append(_invariant(snap, "arithmetic", _unless(scan.clean_arithmetic, lambda e: _first(e, _arithmetic)),
+                             entries, "end - start == size, page aligned"))
+    checks.append(_order_check(snap, ctx.version, scan))
+    checks.append(_invariant(snap, "overlap", _unless(scan.disjoint, _overlap), entries, "busy areas do not overlap"))
     from_block = printed_allowed_spans(printed or {}) if ctx.arch in ("arm", None) else None
     if ctx.layout is not None and ctx.arch == "arm":
-        checks.append(_invariant(snap, "region", _region_finder(allowed_spans(ctx.layout)), entries,
+        checks.append(_invariant(snap, "region", _region_finder(allowed_spans(ctx.layout), scan), entries,
                                  "in [VMALLOC_START, VMALLOC_END), the module area or static maps"))
     elif from_block is not None:
-        checks.append(_invariant(snap, "region", _region_finder(from_block), entries,
+        checks.append(_invariant(snap, "region", _region_finder(from_block, scan), entries,
                                  "in the printed vmalloc or modules line, or static maps up to the fixmap "
                                  "(no layout model: " + (ctx.why_no_layout or "?") + ")"))
     else:
         checks.append(skip(f"{prefix}.region", "vmallocinfo", ctx.why_no_layout or "no layout model"))
-    checks.append(_ioremap_check(snap, ctx))
+    checks.append(_ioremap_check(snap, ctx, scan))
     return checks
 
 
-def _order_check(snap: Snapshot, version: Version | None) -> Check:
-    wide = any(entry.end > 0xFFFFFFFF for entry in snap.entries)
+def _order_check(snap: Snapshot, version: Version | None, scan: EntryScan) -> Check:
+    wide = scan.wide
     grouped = (None if version is None else VMAP_NODES.value(version))
     if wide and grouped is not False:
         return skip(f"vmallocinfo.{snap.label}.order", "vmallocinfo",
                     "64-bit 6.9+ (or unknown version) groups lines per vmap node: order not defined")
-    return _invariant(snap, "order", _order, snap.entries, "busy lines strictly ascending")
+    return _invariant(snap, "order", _unless(scan.ascending, _order), snap.entries, "busy lines strictly ascending")
 
 
-def _ioremap_check(snap: Snapshot, ctx: Context) -> Check:
+def _ioremap_check(snap: Snapshot, ctx: Context, scan: EntryScan) -> Check:
     rule = (None if ctx.version is None else IOREMAP_ALIGN.value(ctx.version))
     if rule != "count_order" or ctx.arch not in ("arm", None):
         why = "kernel version unknown" if rule is None else f"{rule} rule for this version or arch"
         return skip(f"vmallocinfo.{snap.label}.ioremap_align", "vmallocinfo", why)
     max_order, source = arm_ioremap_max_order(ctx.config)
-    return _invariant(snap, "ioremap_align", _ioremap_finder(max_order), snap.entries,
+    return _invariant(snap, "ioremap_align", _unless(scan.clean_ioremap(max_order), _ioremap_finder(max_order)),
+                      snap.entries,
                       f"ioremap start aligned to 2^clamp(order(size - guard), 12, max); {source}")

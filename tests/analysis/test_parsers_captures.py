@@ -34,6 +34,7 @@ TECHNICOLOR = "gh-hack-technicolor-233-bcm63138-256mb-modules-18mb.txt"
 TEST_VMALLOC = "test_vmalloc-summary-lines-real-runs.txt"
 X86_2632 = "x86-32-ubuntu-2.6.32-1.5gb-highmem.txt"
 X86_38 = "x86-32-ubuntu-3.8.0-2gb-vmalloc512MB-cmdline.txt"
+LICHEE = "arm-licheepi-nano-f1c100s-32mb-4.15-ptrval-indented.txt"
 
 # Boot-log facts per capture: (release, {region: (start, end)} subset, {region: size kB} subset).
 BOOT_LAYOUTS: dict[str, tuple[str | None, dict[str, tuple[int, int]], dict[str, int]]] = {
@@ -124,11 +125,13 @@ MEMORY_LINES: dict[str, tuple[int, int, dict[str, int]]] = {
 
 # Captures that hold no boot log at all.
 NO_BOOT_LOG = {RASPBIAN, TEST_VMALLOC}
+# Captures kept in their pasted form (indented, quoted...): tests/analysis/test_paste.py reads them.
+PASTED = {LICHEE}
 
 
 def test_every_capture_has_expectations() -> None:
     names = {path.name for path in CAPTURES.glob("*.txt")}
-    assert names == set(BOOT_LAYOUTS) | NO_BOOT_LOG
+    assert names == set(BOOT_LAYOUTS) | NO_BOOT_LOG | PASTED
 
 
 def test_every_capture_keeps_its_provenance_header() -> None:

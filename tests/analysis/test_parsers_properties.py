@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -18,6 +19,7 @@ from analysis.parsers import (
     parse_sections,
     parse_vmallocinfo,
 )
+from analysis.parsers.vmallocinfo import _parse_lines
 from kit.errors import ParseError
 
 # Text that looks a bit like the real thing, so the generator reaches deep into each parser.
@@ -182,3 +184,17 @@ def test_generated_proc_modules_lines_round_trip(
     (module,) = parse_proc_modules(line + "\n")
     assert (module.name, module.size, module.refcount, module.users) == (name, size, refcount, tuple(users))
     assert (module.address, module.taints) == (address or None, taints)
+
+
+_REAL_LINES = [line for path in sorted((Path(__file__).parent.parent / "data" / "runs").rglob("*.during.txt"))[:6]
+               for line in path.read_text().splitlines() if line.startswith("0x")]
+
+
+@given(st.lists(st.sampled_from(_REAL_LINES), min_size=1, max_size=40),
+       st.sampled_from(["", "\n", "\n\n", "\r\n"]), st.booleans())
+@settings(max_examples=300, deadline=None)
+def test_the_whole_text_path_parses_as_the_line_loop(lines: list[str], end: str, comment: bool) -> None:
+    """parse_vmallocinfo's fast path (one regex over the text) gives the line loop's entries, field for
+    field and line number for line number; texts it does not take (CRLF, comments) go to the loop."""
+    text = ("# provenance\n" if comment else "") + "\n".join(lines) + end
+    assert parse_vmallocinfo(text) == _parse_lines(text, "p")

@@ -122,3 +122,14 @@ def test_check_takes_what_the_engineer_knows(tmp_path: Path) -> None:
     assert done.returncode == 0 and "PASS    layout.block.vmalloc" in done.stdout, done.stdout[-3000:]
     done = invoke("check", "--bundle", str(capture), "--kernel", "2.4.37")
     assert done.returncode == 2 and done.stderr.startswith("error: not modelled: ARM kernel 2.4.37")
+
+
+def test_check_a_pasted_capture_file(tmp_path: Path) -> None:
+    """One file as pasted into a mail (quoted, CRLF): checked like its bundle; the report lands beside it."""
+    source = REPO / "tests" / "data" / "captures" / "arm-allwinner-sun8i-256mb-3.4.39.txt"
+    pasted = tmp_path / "mail.txt"
+    pasted.write_text("".join(f"> {line}\r\n" for line in source.read_text().splitlines()))
+    done = invoke("check", "--bundle", str(pasted))
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr
+    assert "PASS    layout.block.vmalloc" in done.stdout and "PASS    layout.invariant.vmalloc_start" in done.stdout
+    assert (tmp_path / "mail.report.html").is_file()
