@@ -31,6 +31,7 @@ from kit.errors import UserError
 
 _DEBIAN_VERSION = re.compile(r"\bDebian (\d+\.\d+\.\d+)")
 _ARM_CPU = re.compile(r"CPU: .*\(ARMv\d+\w*\), cr=[0-9a-f]+")
+THUMB2_MODULES_BELOW = 8 << 20  # arch/arm/include/asm/memory.h, CONFIG_THUMB2_KERNEL (else 16 MiB)
 _NODE_RANGE = re.compile(r"node\s+\d+: \[mem 0x([0-9a-fA-F]+)-0x([0-9a-fA-F]+)\]")
 
 
@@ -115,6 +116,11 @@ def config_from_boot(boot: BootLog | None) -> tuple[dict[str, str], list[str]]:
     if boot.layout:
         config["CONFIG_HIGHMEM"] = "y" if "pkmap" in boot.layout else "n"
         notes.append(f"HIGHMEM={config['CONFIG_HIGHMEM']} from the layout block (pkmap line present or not)")
+        modules = boot.layout.get("modules")
+        if lowmem is not None and modules is not None and modules[0] == lowmem[0] - THUMB2_MODULES_BELOW:
+            config["CONFIG_THUMB2_KERNEL"] = "y"  # asm/memory.h: MODULES_VADDR = PAGE_OFFSET - SZ_8M
+            notes.append(f"modules at 0x{modules[0]:08x}: CONFIG_THUMB2_KERNEL (PAGE_OFFSET - 8 MiB, the "
+                         "layout block's modules line)")
     elif boot.memory is not None:
         config["CONFIG_HIGHMEM"] = "y" if boot.memory.highmem_kb is not None else "n"
         notes.append(f"HIGHMEM={config['CONFIG_HIGHMEM']} from the Memory: line's highmem field")

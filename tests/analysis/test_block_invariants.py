@@ -55,3 +55,20 @@ def test_what_the_engineer_states_brings_the_model_back(tmp_path: Path) -> None:
     assert statuses(root, kernel="3.4")["layout.block.vmalloc"] == "pass"
     # a wrong statement is not taken on trust: 4.9's VMALLOC_END is 0xff800000, the block says 0xff000000
     assert statuses(root, kernel="4.9")["layout.block.vmalloc"] == "fail"
+
+
+def test_a_thumb2_kernels_modules_area_is_accepted_and_named(tmp_path: Path) -> None:
+    """A Thumb-2 kernel (4.x) puts MODULES_VADDR at PAGE_OFFSET - 8 MiB: the 4.9 vexpress capture's modules
+    line moved there passes the model (THUMB2_KERNEL inferred from the line, and said) and the rule."""
+    root = shutil.copytree(BUNDLES / "vexpress-4.9.240", tmp_path / "thumb2")
+    log = root / "boot.log"
+    log.write_text(log.read_text().replace("modules : 0x7f000000 - 0x80000000   (  16 MB)",
+                                           "modules : 0x7f800000 - 0x80000000   (   8 MB)"))
+    verdict = verify_bundle(root)
+    checks = {c.id: c for c in verdict.checks}
+    assert checks["layout.block.modules"].status == "pass"
+    assert "CONFIG_THUMB2_KERNEL" in checks["layout.block.modules"].detail
+    assert checks["layout.invariant.modules_start"].status == "pass"
+    assert "THUMB2_KERNEL" in str(checks["layout.invariant.modules_start"].actual)
+    log.write_text(log.read_text().replace("modules : 0x7f800000", "modules : 0x7f400000"))  # neither choice
+    assert {c.id for c in verify_bundle(root).checks if c.status == "fail"} >= {"layout.invariant.modules_start"}
