@@ -17,22 +17,22 @@ from analysis.parsers import (
     parse_vmallocinfo,
 )
 from tests.analysis.test_parsers_helpers import (
+    ALLWINNER,
     CAPTURES,
+    FLORENT,
+    FULLHAN,
+    GRANITE2,
+    KASAN,
+    RASPBIAN,
+    TECHNICOLOR,
+    TEST_VMALLOC,
+    VEXPRESS,
+    X86_2632,
     capture_sections,
     read_capture,
     without_shell_prompts,
 )
 
-ALLWINNER = "arm-allwinner-sun8i-256mb-3.4.39.txt"
-FULLHAN = "arm-fullhan-fh8856v200-36mb-4.9.129-boot-meminfo-vmallocinfo.txt"
-KASAN = "arm-kasan-dev-5.4.24-vmsplit2g-900mb.txt"
-GRANITE2 = "arm-marvell-granite2-1gb-3.18-boot-and-modules.txt"
-VEXPRESS = "arm-qemu-vexpress-a9-512mb-4.9.240-vmsplit2g.txt"
-RASPBIAN = "arm-rpi-raspbian-proc-modules.txt"
-FLORENT = "gh-FlorentRevest-linux-1-arm-highmem-pkmap-512mb.txt"
-TECHNICOLOR = "gh-hack-technicolor-233-bcm63138-256mb-modules-18mb.txt"
-TEST_VMALLOC = "test_vmalloc-summary-lines-real-runs.txt"
-X86_2632 = "x86-32-ubuntu-2.6.32-1.5gb-highmem.txt"
 X86_38 = "x86-32-ubuntu-3.8.0-2gb-vmalloc512MB-cmdline.txt"
 LICHEE = "arm-licheepi-nano-f1c100s-32mb-4.15-ptrval-indented.txt"
 

@@ -42,3 +42,16 @@ def test_capture_sections_cuts_at_numbered_headers() -> None:
 def test_shell_prompts_are_dropped_and_data_kept() -> None:
     text = "root@raspberrypi:/proc# cat modules \nipv6 1 0 - Live 0x7f000000\n"
     assert without_shell_prompts(text) == "ipv6 1 0 - Live 0x7f000000\n"
+
+# The shared captures' file names (tests/data/captures)
+ALLWINNER = "arm-allwinner-sun8i-256mb-3.4.39.txt"
+FULLHAN = "arm-fullhan-fh8856v200-36mb-4.9.129-boot-meminfo-vmallocinfo.txt"
+KASAN = "arm-kasan-dev-5.4.24-vmsplit2g-900mb.txt"
+GRANITE2 = "arm-marvell-granite2-1gb-3.18-boot-and-modules.txt"
+VEXPRESS = "arm-qemu-vexpress-a9-512mb-4.9.240-vmsplit2g.txt"
+RASPBIAN = "arm-rpi-raspbian-proc-modules.txt"
+FLORENT = "gh-FlorentRevest-linux-1-arm-highmem-pkmap-512mb.txt"
+TECHNICOLOR = "gh-hack-technicolor-233-bcm63138-256mb-modules-18mb.txt"
+TEST_VMALLOC = "test_vmalloc-summary-lines-real-runs.txt"
+X86_2632 = "x86-32-ubuntu-2.6.32-1.5gb-highmem.txt"
+X86_38 = "x86-32-ubuntu-3.8.0-2gb-vmalloc512MB-cmdline.txt"

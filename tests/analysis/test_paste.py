@@ -28,19 +28,24 @@ from analysis.parsers.paste import normalize_paste, split_paste
 from analysis.verify.bundle import load_bundle
 from analysis.verify.verify import verify_bundle
 from kit.errors import ParseError, UserError
-from tests.analysis.test_parsers_helpers import CAPTURES, DATA, capture_sections, read_capture
+from tests.analysis.test_parsers_helpers import (
+    ALLWINNER,
+    CAPTURES,
+    DATA,
+    FULLHAN,
+    GRANITE2,
+    KASAN,
+    RASPBIAN,
+    VEXPRESS,
+    X86_38,
+    capture_sections,
+    read_capture,
+)
 
 REPO = Path(__file__).resolve().parent.parent.parent
 BUNDLES = DATA / "bundles"
 SHARED_CAPTURES = REPO.parent / "shared" / "data" / "captures"
 
-ALLWINNER = "arm-allwinner-sun8i-256mb-3.4.39.txt"
-FULLHAN = "arm-fullhan-fh8856v200-36mb-4.9.129-boot-meminfo-vmallocinfo.txt"
-KASAN = "arm-kasan-dev-5.4.24-vmsplit2g-900mb.txt"
-GRANITE2 = "arm-marvell-granite2-1gb-3.18-boot-and-modules.txt"
-VEXPRESS = "arm-qemu-vexpress-a9-512mb-4.9.240-vmsplit2g.txt"
-RASPBIAN = "arm-rpi-raspbian-proc-modules.txt"
-X86_38 = "x86-32-ubuntu-3.8.0-2gb-vmalloc512MB-cmdline.txt"
 LICHEE = "arm-licheepi-nano-f1c100s-32mb-4.15-ptrval-indented.txt"
 
 # Files that are themselves pasted forms: the kasan-dev mail keeps its "> " quoting; the Lichee Pi page
